@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make demo` (train a small GLIP on generated data and look at it) and
+# `make test` (the test suite CI runs). Both create `.venv` on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint demo benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e ".[all]"
+	touch $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+
+demo: install
+	$(BIN)/python examples/pretrain.py --output_dir out/demo
+
+benchmark: install
+	$(BIN)/python benchmarks/benchmark_glip_latency.py
+
+clean:
+	rm -rf out runs .pytest_cache
