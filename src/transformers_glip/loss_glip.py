@@ -49,11 +49,9 @@ def torch_distributed_average(tensor: torch.Tensor) -> torch.Tensor:
     Without an initialised process group this is the identity (single process). The input is never modified.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world_size = torch.distributed.get_world_size()
-        if world_size > 1:
-            tensor = tensor.clone()
-            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-            return tensor / world_size
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor / torch.distributed.get_world_size()
     return tensor
 
 
@@ -97,7 +95,8 @@ def atss_assign(
         topk: candidates per level and box (`MODEL.ATSS.TOPK`).
 
     Returns:
-        `(num_anchors,)` int64: index of the assigned box, or -1 for background.
+        `(num_anchors,)` int64: index of the assigned box, or -1 for background (every anchor when `num_boxes` is 0,
+        a case the official code does not handle).
     """
     num_anchors = anchors.shape[0]
     num_boxes = gt_boxes.shape[0]
@@ -195,7 +194,8 @@ def generalized_iou_loss(
     """Sum of `weights * (1 - GIoU)` (Rezatofighi et al. 2019) over matched box pairs.
 
     Areas use no "+1" (unlike the rest of GLIP); predicted `x2`/`y2` are lower-bounded by `x1`/`y1`; 1e-7 is added
-    to the union and enclosing areas. Official: `modeling/rpn/loss.py::ATSSLossComputation.GIoULoss`.
+    to the union and enclosing areas. Official: `modeling/rpn/loss.py::ATSSLossComputation.GIoULoss` (which drops
+    the weights when they sum to 0; that cannot happen for ATSS positives, whose centres lie inside their boxes).
 
     Args:
         predicted_boxes: `(num_pairs, 4)` xyxy.
@@ -431,6 +431,7 @@ class GLIPLoss(nn.Module):
         positive_centerness = centerness.reshape(-1)[is_positive]  # (num_positives,)
         if positive_regression.shape[0] > 0:
             positive_targets = targets.regression_targets.reshape(-1, 4)[is_positive]  # (num_positives, 4)
+            # (num_anchors, 4) -> (batch * num_anchors, 4) -> (num_positives, 4)
             positive_anchors = anchors.expand(batch_size, num_anchors, 4).reshape(-1, 4)[is_positive]
             # Targets are decoded back from the encoded deltas, as in the official loss (same rounding).
             target_boxes = self.box_coder.decode(positive_targets, positive_anchors)

@@ -186,9 +186,7 @@ class GLIPSwinAttention(nn.Module):
         num_relative_positions = (2 * window_size - 1) ** 2
         self.relative_position_bias_table = nn.Parameter(torch.zeros(num_relative_positions, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer(
-            "relative_position_index", self._relative_position_index(window_size), persistent=False
-        )
+        self.register_buffer("relative_position_index", self._relative_position_index(window_size), persistent=False)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.projection = nn.Linear(dim, dim)
 
@@ -265,8 +263,8 @@ class GLIPSwinMLP(nn.Module):
 class GLIPSwinBlock(GradientCheckpointingLayer):
     """Pre-norm Swin block with (shifted) window attention (official `swint.py::SwinTransformerBlock`).
 
-    Gradient checkpointing: set `gradient_checkpointing = True` (done by `PreTrainedModel.gradient_checkpointing_enable`
-    or by `GLIPSwinBackbone.gradient_checkpointing = True`); it only acts in training mode.
+    Gradient checkpointing: `gradient_checkpointing = True` (set by `PreTrainedModel.gradient_checkpointing_enable()`
+    or through `GLIPSwinBackbone.gradient_checkpointing = True`); it only acts in training mode.
     """
 
     # Used when the flag is set directly rather than through `PreTrainedModel.gradient_checkpointing_enable`, which
@@ -552,9 +550,7 @@ class GLIPFeaturePyramid(nn.Module):
         in_channels = config.backbone_stage_channels[1:]
         out_channels = config.fpn_channels
         self.lateral_convs = nn.ModuleList([nn.Conv2d(channels, out_channels, 1) for channels in in_channels])
-        self.output_convs = nn.ModuleList(
-            [nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels]
-        )
+        self.output_convs = nn.ModuleList([nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels])
         self.extra_convs = nn.ModuleList(
             [nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(2)]
         )

@@ -1,0 +1,310 @@
+"""Vision-language fusion of the GLIP head: the bi-directional cross-attention and the head's text layer.
+
+Official sources (microsoft/GLIP): `maskrcnn_benchmark/utils/fuse_helper.py` (`BiMultiHeadAttention`,
+`BiAttentionBlockForCheckpoint`, fusion type "MHA-B") and `maskrcnn_benchmark/modeling/rpn/modeling_bert.py` +
+`vldyhead.py::BertEncoderLayer` (the BERT layer with overflow clamps that updates the text features in every head
+block).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+
+from .configuration_glip import GLIPConfig
+
+__all__ = [
+    "ATTENTION_CLAMP_VALUE",
+    "GLIPBiMultiHeadAttention",
+    "GLIPBiAttentionBlock",
+    "GLIPHeadTextLayer",
+]
+
+# The official code clamps attention scores, BERT activations and dot-product logits to +-50000 so that they stay
+# finite in float16 ("Do not increase 50000, data type half has quite limited range"). Kept for parity.
+ATTENTION_CLAMP_VALUE = 50000.0
+
+# Additive mask of padded text tokens in the text->image direction of the fusion (official `masked_fill(-9e15)`).
+# Real tokens keep the mask value 1, a constant shift that does not change the softmax.
+TEXT_PADDING_MASK_VALUE = -9e15
+
+
+def _clamp(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(tensor, min=-ATTENTION_CLAMP_VALUE, max=ATTENTION_CLAMP_VALUE)
+
+
+class GLIPBiMultiHeadAttention(nn.Module):
+    """Bi-directional multi-head cross-attention between all visual positions and all text tokens.
+
+    One score matrix `S = (W_q v / sqrt(head_dim)) (W_k t)^T` serves both directions
+    (`fuse_helper.py::BiMultiHeadAttention`):
+
+    * vision queries attend over text tokens: `softmax(S + mask_term)`, padded tokens get `-9e15`;
+    * text queries attend over visual positions: `softmax(clamp(S^T - rowmax(S^T)))`, with NO mask (image padding and
+      padded text rows take part, as in the official code).
+
+    The attention width (`config.fusion_hidden_size`, 2048 with 8 heads in every released model) is independent of
+    the visual and text widths.
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        self.vision_dim = config.fpn_channels
+        self.text_dim = config.text_hidden_size
+        self.embed_dim = config.fusion_hidden_size
+        self.num_heads = config.fusion_num_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = config.fusion_dropout
+
+        self.vision_proj = nn.Linear(self.vision_dim, self.embed_dim)
+        self.text_proj = nn.Linear(self.text_dim, self.embed_dim)
+        self.values_vision_proj = nn.Linear(self.vision_dim, self.embed_dim)
+        self.values_text_proj = nn.Linear(self.text_dim, self.embed_dim)
+        self.out_vision_proj = nn.Linear(self.embed_dim, self.vision_dim)
+        self.out_text_proj = nn.Linear(self.embed_dim, self.text_dim)
+
+    def _split_heads(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(batch, length, embed_dim) -> (batch * num_heads, length, head_dim); head h owns channels [h*d, (h+1)*d)."""
+        batch_size, length, _ = tensor.shape
+        tensor = tensor.view(batch_size, length, self.num_heads, self.head_dim)  # (batch, length, heads, head_dim)
+        tensor = tensor.transpose(1, 2).contiguous()  # (batch, heads, length, head_dim)
+        return tensor.view(batch_size * self.num_heads, length, self.head_dim)  # (batch * heads, length, head_dim)
+
+    def _merge_heads(self, tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """(batch * num_heads, length, head_dim) -> (batch, length, embed_dim)."""
+        length = tensor.shape[1]
+        tensor = tensor.view(batch_size, self.num_heads, length, self.head_dim)  # (batch, heads, length, head_dim)
+        tensor = tensor.transpose(1, 2)  # (batch, length, heads, head_dim)
+        return tensor.reshape(batch_size, length, self.embed_dim)  # (batch, length, embed_dim)
+
+    def forward(
+        self,
+        vision_features: torch.Tensor,
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            vision_features: `(batch, num_positions, vision_dim)` LayerNorm-ed visual tokens of all levels.
+            text_features: `(batch, sequence_length, text_dim)` LayerNorm-ed text tokens.
+            text_attention_mask: `(batch, sequence_length)`, 1 for real tokens and 0 for padding.
+
+        Returns:
+            `(vision_delta, text_delta)` of shapes `(batch, num_positions, vision_dim)` and
+            `(batch, sequence_length, text_dim)`.
+        """
+        batch_size, num_positions, _ = vision_features.shape
+        sequence_length = text_features.shape[1]
+
+        query_states = self._split_heads(self.vision_proj(vision_features) * self.scale)
+        key_states = self._split_heads(self.text_proj(text_features))
+        vision_value_states = self._split_heads(self.values_vision_proj(vision_features))
+        text_value_states = self._split_heads(self.values_text_proj(text_features))
+
+        scores = torch.bmm(query_states, key_states.transpose(1, 2))  # (batch * heads, num_positions, seq_len)
+        scores = _clamp(scores)
+
+        # image -> text direction: every text token attends over all visual positions, unmasked.
+        text_scores = scores.transpose(1, 2)  # (batch * heads, seq_len, num_positions)
+        text_scores = text_scores - torch.max(text_scores, dim=-1, keepdim=True)[0]
+        text_scores = _clamp(text_scores)
+        text_attention_weights = text_scores.softmax(dim=-1)
+
+        # text -> image direction: every visual position attends over the real text tokens.
+        if text_attention_mask is not None:
+            mask_value = max(TEXT_PADDING_MASK_VALUE, torch.finfo(scores.dtype).min)
+            mask_term = text_attention_mask.to(scores.dtype).masked_fill(text_attention_mask == 0, mask_value)
+            mask_term = mask_term[:, None, None, :]  # (batch, 1, 1, seq_len)
+            scores = scores.view(batch_size, self.num_heads, num_positions, sequence_length) + mask_term
+            scores = scores.view(batch_size * self.num_heads, num_positions, sequence_length)
+        vision_attention_weights = nn.functional.softmax(scores, dim=-1)
+
+        vision_attention_probs = nn.functional.dropout(vision_attention_weights, p=self.dropout, training=self.training)
+        text_attention_probs = nn.functional.dropout(text_attention_weights, p=self.dropout, training=self.training)
+
+        vision_output = torch.bmm(vision_attention_probs, text_value_states)  # (batch * heads, positions, head_dim)
+        text_output = torch.bmm(text_attention_probs, vision_value_states)  # (batch * heads, seq_len, head_dim)
+
+        vision_delta = self.out_vision_proj(self._merge_heads(vision_output, batch_size))
+        text_delta = self.out_text_proj(self._merge_heads(text_output, batch_size))
+        return vision_delta, text_delta
+
+
+class GLIPBiAttentionBlock(nn.Module):
+    """Pre-norm bi-directional fusion of the five pyramid levels with the text features (official `VLFuse`, MHA-B).
+
+    All levels are flattened row-major `(y, x)` and concatenated into ONE visual sequence; both modalities are
+    LayerNorm-ed, and the layer-scaled attention outputs are added to the NORMALISED inputs:
+    `v' = LN(v) + vision_gamma * delta_v`, `t' = LN(t) + text_gamma * delta_t`
+    (`fuse_helper.py::BiAttentionBlockForCheckpoint.single_attention_call`).
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        self.vision_layer_norm = nn.LayerNorm(config.fpn_channels, eps=1e-5)
+        self.text_layer_norm = nn.LayerNorm(config.text_hidden_size, eps=1e-5)
+        self.attention = GLIPBiMultiHeadAttention(config)
+        self.vision_gamma = nn.Parameter(torch.full((config.fpn_channels,), config.layer_scale_init))
+        self.text_gamma = nn.Parameter(torch.full((config.text_hidden_size,), config.layer_scale_init))
+
+    def forward(
+        self,
+        visual_features: list[torch.Tensor],
+        text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """
+        Args:
+            visual_features: per level `(batch, channels, height_l, width_l)`, P3 first.
+            text_hidden_states: `(batch, sequence_length, text_dim)`.
+            text_attention_mask: `(batch, sequence_length)`.
+
+        Returns:
+            The fused visual features (same shapes as the input levels) and the fused text features.
+        """
+        level_sizes = [feature.shape[-2:] for feature in visual_features]
+        flattened_levels = [
+            feature.flatten(2).transpose(1, 2)  # (batch, height_l * width_l, channels)
+            for feature in visual_features
+        ]
+        vision_tokens = torch.cat(flattened_levels, dim=1)  # (batch, num_positions, channels)
+
+        vision_tokens = self.vision_layer_norm(vision_tokens)
+        text_hidden_states = self.text_layer_norm(text_hidden_states)
+        vision_delta, text_delta = self.attention(vision_tokens, text_hidden_states, text_attention_mask)
+        vision_tokens = vision_tokens + self.vision_gamma * vision_delta
+        text_hidden_states = text_hidden_states + self.text_gamma * text_delta
+
+        batch_size, _, channels = vision_tokens.shape
+        vision_tokens = vision_tokens.transpose(1, 2).contiguous()  # (batch, channels, num_positions)
+        fused_levels = []
+        start = 0
+        for height, width in level_sizes:
+            level = vision_tokens[:, :, start : start + height * width]  # (batch, channels, height_l * width_l)
+            fused_levels.append(level.reshape(batch_size, channels, height, width))  # (batch, channels, h_l, w_l)
+            start += height * width
+        return fused_levels, text_hidden_states
+
+
+class GLIPHeadTextSelfAttention(nn.Module):
+    """BERT self-attention (eager) whose scaled scores are clamped to +-50000 BEFORE the padding mask is added
+    (`modeling_bert.py::BertSelfAttention` with `CLAMP_BERTATTN_MIN/MAX_*` on)."""
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        text_config = config.text_config
+        self.num_attention_heads = text_config.num_attention_heads
+        self.attention_head_size = text_config.hidden_size // text_config.num_attention_heads
+        self.all_head_size = self.num_attention_heads * self.attention_head_size
+        self.query = nn.Linear(text_config.hidden_size, self.all_head_size)
+        self.key = nn.Linear(text_config.hidden_size, self.all_head_size)
+        self.value = nn.Linear(text_config.hidden_size, self.all_head_size)
+        self.dropout = nn.Dropout(text_config.attention_probs_dropout_prob)
+
+    def _split_heads(self, tensor: torch.Tensor) -> torch.Tensor:
+        batch_size, length, _ = tensor.shape
+        tensor = tensor.view(batch_size, length, self.num_attention_heads, self.attention_head_size)
+        return tensor.permute(0, 2, 1, 3)  # (batch, heads, length, head_size)
+
+    def forward(self, hidden_states: torch.Tensor, extended_attention_mask: torch.Tensor) -> torch.Tensor:
+        query_layer = self._split_heads(self.query(hidden_states))
+        key_layer = self._split_heads(self.key(hidden_states))
+        value_layer = self._split_heads(self.value(hidden_states))
+
+        attention_scores = torch.matmul(query_layer, key_layer.transpose(-1, -2))  # (batch, heads, length, length)
+        attention_scores = attention_scores / math.sqrt(self.attention_head_size)
+        attention_scores = _clamp(attention_scores)
+        attention_scores = attention_scores + extended_attention_mask
+        attention_probs = nn.functional.softmax(attention_scores, dim=-1)
+        attention_probs = self.dropout(attention_probs)
+
+        context_layer = torch.matmul(attention_probs, value_layer)  # (batch, heads, length, head_size)
+        context_layer = context_layer.permute(0, 2, 1, 3).contiguous()  # (batch, length, heads, head_size)
+        return context_layer.view(*context_layer.shape[:-2], self.all_head_size)  # (batch, length, hidden)
+
+
+class GLIPHeadTextSelfOutput(nn.Module):
+    """dense -> dropout -> LayerNorm(x + input) (no clamp here, as in the official `BertSelfOutput`)."""
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        text_config = config.text_config
+        self.dense = nn.Linear(text_config.hidden_size, text_config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(text_config.hidden_size, eps=text_config.layer_norm_eps)
+        self.dropout = nn.Dropout(text_config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(self.dense(hidden_states))
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class GLIPHeadTextAttention(nn.Module):
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        self.self = GLIPHeadTextSelfAttention(config)
+        self.output = GLIPHeadTextSelfOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, extended_attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(hidden_states, extended_attention_mask), hidden_states)
+
+
+class GLIPHeadTextIntermediate(nn.Module):
+    """dense -> clamp -> activation -> clamp (the clamps are unconditional in the official code)."""
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        text_config = config.text_config
+        self.dense = nn.Linear(text_config.hidden_size, text_config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[text_config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = _clamp(self.dense(hidden_states))
+        return _clamp(self.intermediate_act_fn(hidden_states))
+
+
+class GLIPHeadTextOutput(nn.Module):
+    """dense -> dropout -> clamp -> LayerNorm(x + attention_output) -> clamp."""
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        text_config = config.text_config
+        self.dense = nn.Linear(text_config.intermediate_size, text_config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(text_config.hidden_size, eps=text_config.layer_norm_eps)
+        self.dropout = nn.Dropout(text_config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        hidden_states = _clamp(self.dropout(self.dense(hidden_states)))
+        return _clamp(self.LayerNorm(hidden_states + input_tensor))
+
+
+class GLIPHeadTextLayer(nn.Module):
+    """The BERT layer applied to the text features after each fusion (official `vldyhead.py::BertEncoderLayer`).
+
+    Same parameter names as Hugging Face's `BertLayer`; sizes and LayerNorm eps (1e-12) come from
+    `config.text_config`. Attention is always eager so that the score clamp can be applied.
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        self.attention = GLIPHeadTextAttention(config)
+        self.intermediate = GLIPHeadTextIntermediate(config)
+        self.output = GLIPHeadTextOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, text_attention_mask: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            hidden_states: `(batch, sequence_length, hidden_size)`.
+            text_attention_mask: `(batch, sequence_length)`, 1 for real tokens and 0 for padding.
+
+        Returns:
+            `(batch, sequence_length, hidden_size)`.
+        """
+        # HF `get_extended_attention_mask`: (1 - mask) * dtype-min, broadcast over heads and query positions.
+        extended_attention_mask = text_attention_mask[:, None, None, :].to(hidden_states.dtype)  # (batch, 1, 1, len)
+        extended_attention_mask = (1.0 - extended_attention_mask) * torch.finfo(hidden_states.dtype).min
+        attention_output = self.attention(hidden_states, extended_attention_mask)
+        return self.output(self.intermediate(attention_output), attention_output)
