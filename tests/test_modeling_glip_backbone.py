@@ -129,14 +129,20 @@ def reference_block(block, hidden_states: torch.Tensor) -> torch.Tensor:
     bias = attention.relative_position_bias()
     for top in range(0, padded_height, window):
         for left in range(0, padded_width, window):
+            # (batch, window * window, dim)
             tokens = padded[:, top : top + window, left : left + window].reshape(batch_size, window * window, dim)
+            # (batch, window * window, 3, num_heads, head_dim)
             qkv = attention.qkv(tokens).view(batch_size, window * window, 3, attention.num_heads, -1)
+            # each (batch, num_heads, window * window, head_dim)
             query, key, value = (qkv[:, :, index].transpose(1, 2) for index in range(3))
             scores = (query * attention.scale) @ key.transpose(-2, -1) + bias
             if shift > 0:
+                # (window * window,)
                 ids = region[top : top + window, left : left + window].reshape(-1)
                 scores = scores + (ids[None, :] != ids[:, None]).float() * -100.0
+            # (batch, window * window, dim)
             context = (scores.softmax(-1) @ value).transpose(1, 2).reshape(batch_size, window * window, dim)
+            # written back as (batch, window, window, dim)
             output[:, top : top + window, left : left + window] = attention.projection(context).view(
                 batch_size, window, window, dim
             )
@@ -153,6 +159,7 @@ def reference_backbone(backbone: GLIPSwinBackbone, pixel_values: torch.Tensor) -
         for block in stage.blocks:
             hidden_states = reference_block(block, hidden_states)
         if stage_index > 0:
+            # (batch, channels, height, width)
             outputs.append(backbone.output_norms[stage_index - 1](hidden_states).permute(0, 3, 1, 2))
         if stage.downsample is not None:
             height, width = hidden_states.shape[1:3]
@@ -227,7 +234,9 @@ def test_shifted_window_mask_matches_official_slice_loop():
         for column_slice in slices:
             region[row_slice, column_slice] = count
             count += 1
+    # (rows of windows, columns of windows, window, window)
     ids = region.view(padded_height // window, window, padded_width // window, window).permute(0, 2, 1, 3)
+    # (num_windows, window * window)
     ids = ids.reshape(-1, window * window)
     expected = (ids[:, None, :] - ids[:, :, None]).ne(0).float() * -100.0
     actual = build_shifted_window_attention_mask(padded_height, padded_width, window, shift)
