@@ -452,7 +452,7 @@ class GLIPSwinBackbone(nn.Module):
         stage_channels = config.backbone_stage_channels
         self.embeddings = GLIPSwinEmbeddings(config)
         # Stochastic depth decay rule: linear 0 -> drop_path_rate over all blocks of all stages.
-        drop_path_rates = [rate.item() for rate in torch.linspace(0, backbone_config.drop_path_rate, sum(depths))]
+        drop_path_rates = torch.linspace(0, backbone_config.drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         for stage_index, depth in enumerate(depths):
             first_block = sum(depths[:stage_index])
