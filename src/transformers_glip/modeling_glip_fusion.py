@@ -18,9 +18,15 @@ from .configuration_glip import GLIPConfig
 
 __all__ = [
     "ATTENTION_CLAMP_VALUE",
-    "GLIPBiMultiHeadAttention",
+    "TEXT_PADDING_MASK_VALUE",
     "GLIPBiAttentionBlock",
+    "GLIPBiMultiHeadAttention",
+    "GLIPHeadTextAttention",
+    "GLIPHeadTextIntermediate",
     "GLIPHeadTextLayer",
+    "GLIPHeadTextOutput",
+    "GLIPHeadTextSelfAttention",
+    "GLIPHeadTextSelfOutput",
 ]
 
 # The official code clamps attention scores, BERT activations and dot-product logits to +-50000 so that they stay
@@ -123,7 +129,9 @@ class GLIPBiMultiHeadAttention(nn.Module):
             scores = scores.view(batch_size * self.num_heads, num_positions, sequence_length)
         vision_attention_weights = nn.functional.softmax(scores, dim=-1)
 
-        vision_attention_probs = nn.functional.dropout(vision_attention_weights, p=self.dropout, training=self.training)
+        vision_attention_probs = nn.functional.dropout(
+            vision_attention_weights, p=self.dropout, training=self.training
+        )
         text_attention_probs = nn.functional.dropout(text_attention_weights, p=self.dropout, training=self.training)
 
         vision_output = torch.bmm(vision_attention_probs, text_value_states)  # (batch * heads, positions, head_dim)

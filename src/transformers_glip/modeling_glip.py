@@ -1,0 +1,799 @@
+"""GLIP (Grounded Language-Image Pre-training, Li et al., CVPR 2022, arXiv 2112.03857) for Hugging Face transformers.
+
+Pipeline: Swin backbone -> FPN (P3..P7) and BERT text encoder -> dynamic head (per block: bi-directional fusion,
+one extra BERT layer on the text, DyConv on the pyramid) -> per-anchor token logits, box deltas and centerness.
+
+Official sources (microsoft/GLIP): `maskrcnn_benchmark/modeling/rpn/vldyhead.py` (`DyConv`, `VLDyHead`,
+`VLDyHeadModule`), `maskrcnn_benchmark/layers/dyrelu.py`, `maskrcnn_benchmark/layers/deform_conv.py`,
+`maskrcnn_benchmark/modeling/detector/generalized_vl_rcnn.py`, `maskrcnn_benchmark/modeling/language_backbone/`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import deform_conv2d
+from transformers import BertModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .box_coding_glip import GLIPBoxCoder, generate_anchors
+from .configuration_glip import GLIPConfig
+from .loss_glip import GLIPLoss
+from .modeling_glip_backbone import GLIPFeaturePyramid, GLIPSwinAttention, GLIPSwinBackbone
+from .modeling_glip_fusion import (
+    ATTENTION_CLAMP_VALUE,
+    GLIPBiAttentionBlock,
+    GLIPBiMultiHeadAttention,
+    GLIPHeadTextLayer,
+)
+
+__all__ = [
+    "GLIPDeformableConvNorm",
+    "GLIPDyConv",
+    "GLIPDynamicHead",
+    "GLIPDynamicHeadOutput",
+    "GLIPDynamicReLU",
+    "GLIPForGrounding",
+    "GLIPGroundingOutput",
+    "GLIPHeadBlock",
+    "GLIPModel",
+    "GLIPModelOutput",
+    "GLIPModulatedDeformConv",
+    "GLIPPreTrainedModel",
+    "GLIPScale",
+    "hard_sigmoid",
+    "reinterpret_offsets_for_output",
+]
+
+# Modulated deformable 3x3 convs: 9 kernel taps, each with a (dy, dx) offset and a sigmoid modulation mask.
+DEFORMABLE_KERNEL_SIZE = 3
+NUM_KERNEL_TAPS = DEFORMABLE_KERNEL_SIZE * DEFORMABLE_KERNEL_SIZE
+NUM_OFFSET_CHANNELS = 2 * NUM_KERNEL_TAPS
+
+# DyReLU (official `DYReLU` with K2=True, use_bias=True, reduction 4): y in [0, 1] from a hard sigmoid is mapped to
+# slopes `(y - 0.5) * lambda + init_a` and intercepts `y - 0.5 + init_b`.
+DYNAMIC_RELU_REDUCTION = 4
+DYNAMIC_RELU_LAMBDA = 2.0
+DYNAMIC_RELU_INIT_SLOPES = (1.0, 0.0)
+DYNAMIC_RELU_INIT_INTERCEPTS = (0.0, 0.0)
+
+# Standard deviation of the official normal init of the scale-attention conv and the box/centerness predictors.
+HEAD_CONV_INIT_STD = 0.01
+
+# Standard deviation of the official truncated-normal init of the Swin linear layers and relative position tables.
+SWIN_INIT_STD = 0.02
+
+
+def hard_sigmoid(tensor: torch.Tensor) -> torch.Tensor:
+    """`relu6(x + 3) / 6` (official `h_sigmoid`)."""
+    return F.relu6(tensor + 3.0) / 6.0
+
+
+def reinterpret_offsets_for_output(
+    offset: torch.Tensor, mask: torch.Tensor, output_height: int, output_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets/masks of one level as the official CUDA kernel reads them for a conv of another output size.
+
+    `DyConv` computes one offset/mask map on level l and hands it to the convs on the neighbouring levels. The
+    official `modulated_deformable_im2col` kernel does not check shapes: it indexes the per-image buffers with the
+    strides of the conv OUTPUT. For an output of `(H', W')` it therefore reads the first `18 * H' * W'` offset values
+    (and `9 * H' * W'` mask values) of each image in `(channel, y, x)` order. `torchvision.ops.deform_conv2d`
+    validates shapes, so the reinterpreted tensors are built explicitly (`vldyhead.py::DyConv.forward`; GLIP spec
+    section 6.4 step 3). Identity when the sizes already match.
+
+    Args:
+        offset: `(batch, 18, height, width)` offsets, (dy, dx) interleaved per kernel tap.
+        mask: `(batch, 9, height, width)` modulation masks.
+        output_height, output_width: output size of the conv that reuses them.
+
+    Returns:
+        `(batch, 18, output_height, output_width)` offsets and `(batch, 9, output_height, output_width)` masks.
+    """
+    batch_size, offset_channels, height, width = offset.shape
+    if (height, width) == (output_height, output_width):
+        return offset, mask
+    if output_height * output_width > height * width:
+        raise ValueError(
+            f"Cannot reuse deformable offsets of a {height}x{width} map for a larger {output_height}x{output_width} "
+            "output (the official kernel would read out of bounds)."
+        )
+    mask_channels = mask.shape[1]
+    num_offsets = offset_channels * output_height * output_width
+    num_masks = mask_channels * output_height * output_width
+    offset = offset.reshape(batch_size, -1)[:, :num_offsets]  # (batch, 18 * H' * W') flat prefix per image
+    offset = offset.reshape(batch_size, offset_channels, output_height, output_width)  # (batch, 18, H', W')
+    mask = mask.reshape(batch_size, -1)[:, :num_masks]  # (batch, 9 * H' * W') flat prefix per image
+    mask = mask.reshape(batch_size, mask_channels, output_height, output_width)  # (batch, 9, H', W')
+    return offset, mask
+
+
+class GLIPScale(nn.Module):
+    """Learnable scalar multiplier of one level's box regression (official `layers/scale.py::Scale`)."""
+
+    def __init__(self, init_value: float = 1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([init_value], dtype=torch.float32))
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor * self.scale
+
+
+class GLIPModulatedDeformConv(nn.Module):
+    """Modulated deformable 3x3 convolution with bias (official `layers/deform_conv.py::ModulatedDeformConv`).
+
+    Runs `torchvision.ops.deform_conv2d` in float32 whatever the input dtype (the official module is decorated with
+    `custom_fwd(cast_inputs=torch.float32)`). The output is float32 under autocast and the input dtype otherwise.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.stride = stride
+        self.padding = DEFORMABLE_KERNEL_SIZE // 2
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, DEFORMABLE_KERNEL_SIZE, DEFORMABLE_KERNEL_SIZE)
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights, zero bias."""
+        bound = 1.0 / math.sqrt(self.in_channels * NUM_KERNEL_TAPS)
+        init.uniform_(self.weight, -bound, bound)
+        init.zeros_(self.bias)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        def size(length: int) -> int:
+            return (length + 2 * self.padding - DEFORMABLE_KERNEL_SIZE) // self.stride + 1
+
+        return size(height), size(width)
+
+    def forward(self, hidden_states: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            hidden_states: `(batch, in_channels, height, width)`.
+            offset: `(batch, 18, out_height, out_width)`, (dy, dx) per kernel tap.
+            mask: `(batch, 9, out_height, out_width)`.
+
+        Returns:
+            `(batch, out_channels, out_height, out_width)`.
+        """
+        input_dtype = hidden_states.dtype
+        device_type = hidden_states.device.type
+        autocast_enabled = torch.is_autocast_enabled(device_type)
+        with torch.autocast(device_type=device_type, enabled=False):
+            output = deform_conv2d(
+                hidden_states.float(),
+                offset.float(),
+                self.weight.float(),
+                self.bias.float(),
+                stride=self.stride,
+                padding=self.padding,
+                mask=mask.float(),
+            )
+        return output if autocast_enabled else output.to(input_dtype)
+
+
+class GLIPDeformableConvNorm(nn.Module):
+    """Modulated deformable conv + GroupNorm (official `vldyhead.py::Conv3x3Norm`, deformable, GN)."""
+
+    def __init__(self, config: GLIPConfig, stride: int):
+        super().__init__()
+        channels = config.fpn_channels
+        self.conv = GLIPModulatedDeformConv(channels, channels, stride)
+        self.norm = nn.GroupNorm(config.head_group_norm_groups, channels, eps=1e-5)
+
+    def forward(self, hidden_states: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Offsets/masks of another level are reinterpreted as the official kernel reads them."""
+        output_height, output_width = self.conv.output_size(*hidden_states.shape[-2:])
+        offset, mask = reinterpret_offsets_for_output(offset, mask, output_height, output_width)
+        return self.norm(self.conv(hidden_states, offset, mask))
+
+
+class GLIPDynamicReLU(nn.Module):
+    """Dynamic ReLU "B" (official `layers/dyrelu.py::DYReLU`, K2, with bias, reduction 4, no spatial branch).
+
+    `y = hard_sigmoid(fc2(relu(fc1(avgpool(x)))))` is split per channel into `(a1, b1, a2, b2)`;
+    `out = max(x * a1' + b1', x * a2' + b2')` with `a1' = 2(a1 - 0.5) + 1`, `a2' = 2(a2 - 0.5)`, `b' = b - 0.5`.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.fc1 = nn.Linear(channels, channels // DYNAMIC_RELU_REDUCTION)
+        self.fc2 = nn.Linear(channels // DYNAMIC_RELU_REDUCTION, 4 * channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(batch, channels, height, width)` -> same shape."""
+        batch_size = hidden_states.shape[0]
+        pooled = F.adaptive_avg_pool2d(hidden_states, 1).view(batch_size, self.channels)  # (batch, channels)
+        coefficients = hard_sigmoid(self.fc2(F.relu(self.fc1(pooled))))  # (batch, 4 * channels)
+        coefficients = coefficients.view(batch_size, 4 * self.channels, 1, 1)  # (batch, 4 * channels, 1, 1)
+        slope1, intercept1, slope2, intercept2 = torch.split(coefficients, self.channels, dim=1)
+        slope1 = (slope1 - 0.5) * DYNAMIC_RELU_LAMBDA + DYNAMIC_RELU_INIT_SLOPES[0]
+        slope2 = (slope2 - 0.5) * DYNAMIC_RELU_LAMBDA + DYNAMIC_RELU_INIT_SLOPES[1]
+        intercept1 = intercept1 - 0.5 + DYNAMIC_RELU_INIT_INTERCEPTS[0]
+        intercept2 = intercept2 - 0.5 + DYNAMIC_RELU_INIT_INTERCEPTS[1]
+        return torch.max(hidden_states * slope1 + intercept1, hidden_states * slope2 + intercept2)
+
+
+class GLIPDyConv(nn.Module):
+    """Scale-aware deformable convolution over neighbouring pyramid levels (official `vldyhead.py::DyConv`).
+
+    For level l with offsets/masks predicted from level l:
+    `a1 = convs[1](F_l)`, `a2 = convs[2](F_{l-1})` (stride 2, l > 0),
+    `a3 = upsample(convs[0](F_{l+1}))` (bilinear, align_corners=True, l < last; offsets reused as a flat prefix),
+    then `G_l = mean_k(hard_sigmoid(relu(scale_attention(avgpool(a_k)))) * a_k)` in the order a1, a2, a3, and
+    DyReLU. Parameter names: `convs.{0,1,2}` = official `DyConv.{0,1,2}`.
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        channels = config.fpn_channels
+        # Index order of the official ModuleList: coarser level (stride 1), same level (stride 1), finer (stride 2).
+        self.convs = nn.ModuleList(
+            [
+                GLIPDeformableConvNorm(config, stride=1),
+                GLIPDeformableConvNorm(config, stride=1),
+                GLIPDeformableConvNorm(config, stride=2),
+            ]
+        )
+        self.scale_attention = nn.Conv2d(channels, 1, kernel_size=1)
+        self.dynamic_relu = GLIPDynamicReLU(channels)
+        self.offset_conv = nn.Conv2d(
+            channels, NUM_OFFSET_CHANNELS + NUM_KERNEL_TAPS, kernel_size=DEFORMABLE_KERNEL_SIZE, padding=1
+        )
+
+    def _scale_attention_weight(self, candidate: torch.Tensor) -> torch.Tensor:
+        """`(batch, channels, height, width)` -> `(batch, 1, 1, 1)` relu(conv1x1(avgpool(x)))."""
+        return F.relu(self.scale_attention(F.adaptive_avg_pool2d(candidate, 1)))
+
+    def forward(self, visual_features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """
+        Args:
+            visual_features: per level `(batch, channels, height_l, width_l)`, P3 first.
+
+        Returns:
+            Per level `(batch, channels, height_l, width_l)`.
+        """
+        num_levels = len(visual_features)
+        outputs = []
+        for level, feature in enumerate(visual_features):
+            offset_and_mask = self.offset_conv(feature)  # (batch, 27, height_l, width_l)
+            offset = offset_and_mask[:, :NUM_OFFSET_CHANNELS]
+            mask = offset_and_mask[:, NUM_OFFSET_CHANNELS:].sigmoid()
+
+            candidates = [self.convs[1](feature, offset, mask)]
+            if level > 0:
+                candidates.append(self.convs[2](visual_features[level - 1], offset, mask))
+            if level < num_levels - 1:
+                coarser = self.convs[0](visual_features[level + 1], offset, mask)
+                candidates.append(F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True))
+
+            stacked_candidates = torch.stack(candidates)  # (num_candidates, batch, channels, height_l, width_l)
+            attention = hard_sigmoid(torch.stack([self._scale_attention_weight(c) for c in candidates]))
+            outputs.append(torch.mean(stacked_candidates * attention, dim=0))
+        return [self.dynamic_relu(output) for output in outputs]
+
+
+class GLIPHeadBlock(GradientCheckpointingLayer):
+    """One block of the dynamic head: [fusion -> text layer ->] DyConv (official tower modules 3i, 3i+1, 3i+2).
+
+    `fusion` and `text_layer` are `None` without early fusion (GLIP-T (A)); `text_layer` is also `None` in the last
+    block when the dot product does not use the fused text (the official `DummyLayer`).
+
+    Every tensor goes in and out as a flat positional tuple so that activation checkpointing propagates gradients
+    with both the non-reentrant and the reentrant `torch.utils.checkpoint`.
+    """
+
+    def __init__(self, config: GLIPConfig, block_index: int):
+        super().__init__()
+        is_last_block = block_index == config.num_head_blocks - 1
+        has_text_layer = config.early_fusion and (not is_last_block or config.use_fused_text_for_dot_product)
+        self.fusion = GLIPBiAttentionBlock(config) if config.early_fusion else None
+        self.text_layer = GLIPHeadTextLayer(config) if has_text_layer else None
+        self.dyconv = GLIPDyConv(config)
+
+    def forward(
+        self,
+        text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        *visual_features: torch.Tensor,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """
+        Args:
+            text_hidden_states: `(batch, sequence_length, text_hidden_size)`.
+            text_attention_mask: `(batch, sequence_length)`.
+            visual_features: the pyramid levels, each `(batch, channels, height_l, width_l)`, P3 first.
+            output_hidden_states: with fusion, also return the fusion outputs.
+
+        Returns:
+            `(text_hidden_states, *dyconv_features)`, followed by `(fused_text_hidden_states, *fused_visual_features)`
+            when `output_hidden_states` is set and the block has a fusion.
+        """
+        fusion_outputs = ()
+        if self.fusion is not None:
+            fused_visual_features, text_hidden_states = self.fusion(
+                list(visual_features), text_hidden_states, text_attention_mask
+            )
+            visual_features = tuple(fused_visual_features)
+            if output_hidden_states:
+                fusion_outputs = (text_hidden_states, *visual_features)
+        if self.text_layer is not None:
+            text_hidden_states = self.text_layer(text_hidden_states, text_attention_mask)
+        dyconv_features = self.dyconv(list(visual_features))
+        return (text_hidden_states, *dyconv_features, *fusion_outputs)
+
+
+@dataclass
+class GLIPDynamicHeadOutput(ModelOutput):
+    """Outputs of [`GLIPDynamicHead`]; anchors are ordered P3..P7, row-major `(y, x)` within a level.
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch, num_anchors, sequence_length)`):
+            Token logits clamped to +-50000 (all token positions, padding included).
+        box_regression (`torch.FloatTensor` of shape `(batch, num_anchors, 4)`):
+            `(dx, dy, dw, dh)` deltas for the box coder, already multiplied by the per-level scale.
+        centerness (`torch.FloatTensor` of shape `(batch, num_anchors)`):
+            Centerness logits.
+        feature_map_sizes (`torch.LongTensor` of shape `(num_levels, 2)`):
+            `(height, width)` of every pyramid level.
+        projected_text_features (`torch.FloatTensor` of shape `(batch, sequence_length, fpn_channels)`):
+            Text side of the dot product, `token_projection(normalize(text) / 2)`.
+        fusion_vision_hidden_states, fusion_text_hidden_states, head_text_hidden_states, dyconv_hidden_states:
+            Per block (when requested): fusion visual outputs (tuple of levels), fusion text output, head text-layer
+            output, DyConv outputs (tuple of levels). `None` entries where a block has no such module.
+    """
+
+    logits: torch.FloatTensor | None = None
+    box_regression: torch.FloatTensor | None = None
+    centerness: torch.FloatTensor | None = None
+    feature_map_sizes: torch.LongTensor | None = None
+    projected_text_features: torch.FloatTensor | None = None
+    fusion_vision_hidden_states: tuple | None = None
+    fusion_text_hidden_states: tuple | None = None
+    head_text_hidden_states: tuple | None = None
+    dyconv_hidden_states: tuple | None = None
+
+
+class GLIPDynamicHead(nn.Module):
+    """The vision-language dynamic head (official `vldyhead.py::VLDyHead`, dot-product token head).
+
+    After the blocks, per level: `box_regression = scales[l] * bbox_pred(x)`, `centerness = centerness(x)` and token
+    logits `x . token_projection(E_hat / 2)^T / exp(log_scale) + (E_hat . bias_lang + bias0)`, clamped to +-50000,
+    with `E_hat = normalize(E)`. `E` is the head-updated text (`use_fused_text_for_dot_product`) or BERT's masked last
+    layer (GLIP-T (A)).
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__()
+        channels = config.fpn_channels
+        self.use_fused_text_for_dot_product = config.use_fused_text_for_dot_product
+        self.blocks = nn.ModuleList([GLIPHeadBlock(config, index) for index in range(config.num_head_blocks)])
+        self.bbox_pred = nn.Conv2d(channels, 4, kernel_size=1)
+        self.centerness = nn.Conv2d(channels, 1, kernel_size=1)
+        self.scales = nn.ModuleList([GLIPScale(1.0) for _ in range(config.num_feature_levels)])
+        self.token_projection = nn.Linear(config.text_hidden_size, channels)
+        self.log_scale = nn.Parameter(torch.tensor([config.log_scale_init], dtype=torch.float32))
+        self.bias_lang = nn.Parameter(torch.zeros(config.text_hidden_size))
+        prior_bias = -math.log((1 - config.prior_prob) / config.prior_prob)
+        self.bias0 = nn.Parameter(torch.tensor([prior_bias], dtype=torch.float32))
+
+    def forward(
+        self,
+        visual_features: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        text_hidden_states: torch.Tensor,
+        text_embedded: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        output_hidden_states: bool = False,
+    ) -> GLIPDynamicHeadOutput:
+        """
+        Args:
+            visual_features: FPN levels P3..P7, each `(batch, fpn_channels, height_l, width_l)`.
+            text_hidden_states: `(batch, sequence_length, text_hidden_size)` BERT last layer (unmasked): the text
+                input of the first fusion.
+            text_embedded: the same times the attention mask (used for the dot product without fused text).
+            text_attention_mask: `(batch, sequence_length)`, 1 for real tokens.
+            output_hidden_states: also return every block's intermediate tensors.
+        """
+        num_levels = len(visual_features)
+        fusion_vision_states, fusion_text_states, head_text_states, dyconv_states = [], [], [], []
+        for block in self.blocks:
+            block_outputs = block(
+                text_hidden_states, text_attention_mask, *visual_features, output_hidden_states=output_hidden_states
+            )
+            text_hidden_states = block_outputs[0]
+            visual_features = block_outputs[1 : 1 + num_levels]
+            has_fusion_outputs = len(block_outputs) > 1 + num_levels
+            fusion_text_states.append(block_outputs[1 + num_levels] if has_fusion_outputs else None)
+            fusion_vision_states.append(block_outputs[2 + num_levels :] if has_fusion_outputs else None)
+            head_text_states.append(text_hidden_states if block.text_layer is not None else None)
+            dyconv_states.append(visual_features)
+
+        text_embeddings = text_hidden_states if self.use_fused_text_for_dot_product else text_embedded
+        normalized_text = F.normalize(text_embeddings, p=2, dim=-1)
+        projected_text = self.token_projection(normalized_text / 2.0)  # (batch, seq_len, channels)
+        token_bias = torch.matmul(normalized_text, self.bias_lang) + self.bias0  # (batch, seq_len)
+
+        batch_size = visual_features[0].shape[0]
+        box_regression, centerness, queries = [], [], []
+        for level, feature in enumerate(visual_features):
+            level_regression = self.scales[level](self.bbox_pred(feature))  # (batch, 4, height_l, width_l)
+            level_regression = level_regression.permute(0, 2, 3, 1)  # (batch, height_l, width_l, 4)
+            box_regression.append(level_regression.reshape(batch_size, -1, 4))  # (batch, height_l * width_l, 4)
+            centerness.append(self.centerness(feature).reshape(batch_size, -1))  # (batch, height_l * width_l)
+            queries.append(feature.flatten(2).transpose(1, 2))  # (batch, height_l * width_l, channels)
+        queries = torch.cat(queries, dim=1)  # (batch, num_anchors, channels)
+
+        logits = torch.matmul(queries, projected_text.transpose(-1, -2)) / self.log_scale.exp()
+        logits = logits + token_bias[:, None, :]  # (batch, num_anchors, seq_len)
+        logits = torch.clamp(logits, min=-ATTENTION_CLAMP_VALUE, max=ATTENTION_CLAMP_VALUE)
+
+        feature_map_sizes = torch.tensor(
+            [list(feature.shape[-2:]) for feature in visual_features], dtype=torch.long, device=logits.device
+        )
+        return GLIPDynamicHeadOutput(
+            logits=logits,
+            box_regression=torch.cat(box_regression, dim=1),
+            centerness=torch.cat(centerness, dim=1),
+            feature_map_sizes=feature_map_sizes,
+            projected_text_features=projected_text,
+            fusion_vision_hidden_states=tuple(fusion_vision_states) if output_hidden_states else None,
+            fusion_text_hidden_states=tuple(fusion_text_states) if output_hidden_states else None,
+            head_text_hidden_states=tuple(head_text_states) if output_hidden_states else None,
+            dyconv_hidden_states=tuple(dyconv_states) if output_hidden_states else None,
+        )
+
+
+class GLIPPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and Hugging Face plumbing shared by [`GLIPModel`] and [`GLIPForGrounding`].
+
+    (This module has no `from __future__ import annotations`: `PreTrainedModel` reads the `config` annotation below
+    as a class to find `config_class`.)
+    """
+
+    config: GLIPConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GLIPSwinBlock", "GLIPHeadBlock", "BertLayer"]
+
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # For code outside the transformers package, `PreTrainedModel` skips every module whose direct parameters are
+        # all flagged as loaded -- which includes containers without direct parameters (`all([])` is True), so the
+        # container rules of `_init_weights` would never run. Our `_init_weights` only uses the guarded
+        # `transformers.initialization` functions (or `reset_parameters`, guarded during `initialize_weights`), which
+        # already leave loaded tensors alone, so the shortcut is not needed.
+        super()._initialize_weights(module, is_custom_code=False)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Official initialisations (`swint.py`, `fpn.py`, `fuse_helper.py`, `vldyhead.py`); torch defaults where the
+        official code keeps them. Children are visited before their parents, so container rules override leaf rules.
+        The BERT text model is initialised by its own `_init_weights`."""
+        config = self.config
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            module.reset_parameters()
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, GLIPModulatedDeformConv):
+            module.reset_parameters()
+        elif isinstance(module, GLIPScale):
+            init.ones_(module.scale)
+        elif isinstance(module, GLIPSwinAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=SWIN_INIT_STD)
+            init.copy_(module.relative_position_index, module._relative_position_index(module.window_size))
+        elif isinstance(module, GLIPSwinBackbone):
+            for submodule in module.modules():
+                if isinstance(submodule, nn.Linear):
+                    init.trunc_normal_(submodule.weight, std=SWIN_INIT_STD)
+                    if submodule.bias is not None:
+                        init.zeros_(submodule.bias)
+        elif isinstance(module, GLIPFeaturePyramid):
+            for submodule in module.modules():
+                if isinstance(submodule, nn.Conv2d):
+                    init.kaiming_uniform_(submodule.weight, a=1)
+                    init.zeros_(submodule.bias)
+        elif isinstance(module, GLIPBiMultiHeadAttention):
+            for projection in (
+                module.vision_proj,
+                module.text_proj,
+                module.values_vision_proj,
+                module.values_text_proj,
+                module.out_vision_proj,
+                module.out_text_proj,
+            ):
+                init.xavier_uniform_(projection.weight)
+                init.zeros_(projection.bias)
+        elif isinstance(module, GLIPBiAttentionBlock):
+            init.constant_(module.vision_gamma, config.layer_scale_init)
+            init.constant_(module.text_gamma, config.layer_scale_init)
+        elif isinstance(module, GLIPDyConv):
+            init.normal_(module.scale_attention.weight, std=HEAD_CONV_INIT_STD)
+            init.zeros_(module.scale_attention.bias)
+        elif isinstance(module, GLIPDynamicHead):
+            for predictor in (module.bbox_pred, module.centerness):
+                init.normal_(predictor.weight, std=HEAD_CONV_INIT_STD)
+                init.zeros_(predictor.bias)
+            init.constant_(module.log_scale, config.log_scale_init)
+            init.zeros_(module.bias_lang)
+            init.constant_(module.bias0, -math.log((1 - config.prior_prob) / config.prior_prob))
+
+
+@dataclass
+class GLIPModelOutput(ModelOutput):
+    """Outputs of [`GLIPModel`]. Anchors are ordered P3..P7, row-major `(y, x)` within a level.
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch, num_anchors, sequence_length)`):
+            Token logits of every anchor, clamped to +-50000 (all token positions, padding included).
+        box_regression (`torch.FloatTensor` of shape `(batch, num_anchors, 4)`):
+            Raw `(dx, dy, dw, dh)` deltas (after the per-level scale) for box-coder weights `(10, 10, 5, 5)`.
+        centerness (`torch.FloatTensor` of shape `(batch, num_anchors)`):
+            Centerness logits.
+        feature_map_sizes (`torch.LongTensor` of shape `(num_levels, 2)`):
+            `(height, width)` of P3..P7.
+        text_attention_mask (`torch.LongTensor` of shape `(batch, sequence_length)`):
+            The text attention mask that was used.
+        text_last_hidden_state (`torch.FloatTensor` of shape `(batch, sequence_length, text_hidden_size)`):
+            BERT's last layer (unmasked), the text input of the head.
+        projected_text_features (`torch.FloatTensor` of shape `(batch, sequence_length, fpn_channels)`):
+            Text side of the dot product.
+        backbone_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Swin outputs C3, C4, C5, `(batch, channels_s, height_s, width_s)` (with `output_hidden_states=True`).
+        feature_pyramid_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            FPN outputs P3..P7, `(batch, fpn_channels, height_l, width_l)`.
+        text_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            BERT embedding output and every layer output, `(batch, sequence_length, text_hidden_size)`.
+        fusion_vision_hidden_states (`tuple`, *optional*):
+            Per head block, the fusion's visual outputs (a tuple of levels), `None` without fusion.
+        fusion_text_hidden_states (`tuple`, *optional*):
+            Per head block, the fusion's text output `(batch, sequence_length, text_hidden_size)` or `None`.
+        head_text_hidden_states (`tuple`, *optional*):
+            Per head block, the head text layer's output or `None`.
+        dyconv_hidden_states (`tuple`, *optional*):
+            Per head block, the DyConv outputs (a tuple of levels).
+    """
+
+    logits: torch.FloatTensor | None = None
+    box_regression: torch.FloatTensor | None = None
+    centerness: torch.FloatTensor | None = None
+    feature_map_sizes: torch.LongTensor | None = None
+    text_attention_mask: torch.LongTensor | None = None
+    text_last_hidden_state: torch.FloatTensor | None = None
+    projected_text_features: torch.FloatTensor | None = None
+    backbone_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    feature_pyramid_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    fusion_vision_hidden_states: tuple | None = None
+    fusion_text_hidden_states: tuple | None = None
+    head_text_hidden_states: tuple | None = None
+    dyconv_hidden_states: tuple | None = None
+
+
+class GLIPModel(GLIPPreTrainedModel):
+    """GLIP without box decoding: Swin + FPN, BERT, and the vision-language dynamic head.
+
+    The BERT text model uses eager attention unless another implementation is requested explicitly, for parity with
+    the official model.
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__(config)
+        text_config = config.text_config
+        if text_config._attn_implementation is None:
+            text_config._attn_implementation = "eager"
+        self.backbone = GLIPSwinBackbone(config)
+        self.feature_pyramid = GLIPFeaturePyramid(config)
+        self.text_model = BertModel(text_config, add_pooling_layer=False)
+        self.head = GLIPDynamicHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> GLIPModelOutput:
+        """
+        Args:
+            pixel_values: `(batch, 3, height, width)` BGR images normalised with the Detectron mean/std and zero-padded
+                to a multiple of 32 (see `GLIPImageProcessor`).
+            input_ids: `(batch, sequence_length)` BERT token ids of the prompts (any length the text model accepts).
+            attention_mask: `(batch, sequence_length)`, 1 for real tokens, 0 for padding; all ones if omitted.
+            token_type_ids: `(batch, sequence_length)`; zeros if omitted (the official model never passes them).
+            image_sizes: unused by the network (it sees the padded images); accepted for API symmetry.
+            output_hidden_states: also return the intermediate tensors of every stage.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+
+        backbone_features = self.backbone(pixel_values)  # (C3, C4, C5)
+        pyramid_features = self.feature_pyramid(backbone_features)  # (P3, ..., P7)
+
+        text_outputs = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=output_hidden_states,
+        )
+        text_hidden_states = text_outputs.last_hidden_state  # (batch, seq_len, text_hidden_size)
+        text_embedded = text_hidden_states * attention_mask.unsqueeze(-1).to(text_hidden_states.dtype)
+
+        head_outputs = self.head(
+            pyramid_features,
+            text_hidden_states,
+            text_embedded,
+            attention_mask,
+            output_hidden_states=output_hidden_states,
+        )
+        return GLIPModelOutput(
+            logits=head_outputs.logits,
+            box_regression=head_outputs.box_regression,
+            centerness=head_outputs.centerness,
+            feature_map_sizes=head_outputs.feature_map_sizes,
+            text_attention_mask=attention_mask,
+            text_last_hidden_state=text_hidden_states,
+            projected_text_features=head_outputs.projected_text_features,
+            backbone_hidden_states=tuple(backbone_features) if output_hidden_states else None,
+            feature_pyramid_hidden_states=tuple(pyramid_features) if output_hidden_states else None,
+            text_hidden_states=text_outputs.hidden_states if output_hidden_states else None,
+            fusion_vision_hidden_states=head_outputs.fusion_vision_hidden_states,
+            fusion_text_hidden_states=head_outputs.fusion_text_hidden_states,
+            head_text_hidden_states=head_outputs.head_text_hidden_states,
+            dyconv_hidden_states=head_outputs.dyconv_hidden_states,
+        )
+
+
+@dataclass
+class GLIPGroundingOutput(ModelOutput):
+    """Outputs of [`GLIPForGrounding`] (same type in training and evaluation).
+
+    Anchors are ordered P3..P7, row-major `(y, x)` within a level; boxes are xyxy in pixels of the PADDED network
+    input with the legacy "+1" convention (width = x2 - x1 + 1).
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Total training loss (sum of `loss_dict`), when `labels` are given.
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*):
+            `loss_reg`, `loss_centerness`, `loss_dot_product_token`.
+        logits (`torch.FloatTensor` of shape `(batch, num_anchors, sequence_length)`):
+            Token logits, clamped to +-50000 (padding positions included; mask them with `text_attention_mask`).
+        pred_boxes (`torch.FloatTensor` of shape `(batch, num_anchors, 4)`):
+            Decoded boxes, xyxy, pixels of the padded input (not clipped).
+        box_regression (`torch.FloatTensor` of shape `(batch, num_anchors, 4)`):
+            Raw deltas (after the per-level scale) for box-coder weights `(10, 10, 5, 5)`.
+        centerness (`torch.FloatTensor` of shape `(batch, num_anchors)`):
+            Centerness logits.
+        anchors (`torch.FloatTensor` of shape `(num_anchors, 4)`):
+            xyxy anchors (identical for every image of the batch).
+        num_anchors_per_level (`list[int]`):
+            Anchors of P3..P7, to split the anchor axis per level.
+        text_attention_mask (`torch.LongTensor` of shape `(batch, sequence_length)`):
+            The attention mask that was used.
+        input_ids (`torch.LongTensor` of shape `(batch, sequence_length)`):
+            The prompt token ids (for post-processing).
+        image_sizes (`torch.LongTensor` of shape `(batch, 2)`, *optional*):
+            Unpadded `(height, width)` of each image in network-input pixels, if given.
+        text_last_hidden_state, projected_text_features, backbone_hidden_states, feature_pyramid_hidden_states,
+        text_hidden_states, fusion_vision_hidden_states, fusion_text_hidden_states, head_text_hidden_states,
+        dyconv_hidden_states:
+            As in [`GLIPModelOutput`] (the tuples only with `output_hidden_states=True`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict[str, torch.FloatTensor] | None = None
+    logits: torch.FloatTensor | None = None
+    pred_boxes: torch.FloatTensor | None = None
+    box_regression: torch.FloatTensor | None = None
+    centerness: torch.FloatTensor | None = None
+    anchors: torch.FloatTensor | None = None
+    num_anchors_per_level: list[int] | None = None
+    text_attention_mask: torch.LongTensor | None = None
+    input_ids: torch.LongTensor | None = None
+    image_sizes: torch.LongTensor | None = None
+    text_last_hidden_state: torch.FloatTensor | None = None
+    projected_text_features: torch.FloatTensor | None = None
+    backbone_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    feature_pyramid_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    fusion_vision_hidden_states: tuple | None = None
+    fusion_text_hidden_states: tuple | None = None
+    head_text_hidden_states: tuple | None = None
+    dyconv_hidden_states: tuple | None = None
+
+
+class GLIPForGrounding(GLIPPreTrainedModel):
+    """GLIP for phrase grounding / open-vocabulary detection: [`GLIPModel`] + anchors, box decoding and the loss.
+
+    Post-processing (token -> phrase scores, NMS, rescaling) lives in the processor.
+    """
+
+    def __init__(self, config: GLIPConfig):
+        super().__init__(config)
+        self.model = GLIPModel(config)
+        self.box_coder = GLIPBoxCoder(config.box_coder_weights)
+        self.criterion = GLIPLoss(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        labels: list[dict[str, torch.Tensor]] | None = None,
+        output_hidden_states: bool = False,
+    ) -> GLIPGroundingOutput:
+        """
+        Args:
+            pixel_values, input_ids, attention_mask, token_type_ids, image_sizes, output_hidden_states:
+                See [`GLIPModel.forward`].
+            labels: one dict per image with `boxes` `(num_boxes, 4)` xyxy in network-input pixels and
+                `positive_map` `(num_boxes, sequence_length)` binary token map; the loss is computed when given.
+        """
+        outputs = self.model(
+            pixel_values,
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=output_hidden_states,
+        )
+        level_sizes = [tuple(size) for size in outputs.feature_map_sizes.tolist()]
+        num_anchors_per_level = [height * width for height, width in level_sizes]
+        anchors = generate_anchors(
+            level_sizes,
+            self.config.anchor_strides,
+            self.config.anchor_sizes,
+            device=outputs.box_regression.device,
+            dtype=torch.float32,
+        )
+        pred_boxes = self.box_coder.decode(outputs.box_regression, anchors)  # (batch, num_anchors, 4)
+
+        loss = loss_dict = None
+        if labels is not None:
+            loss, loss_dict = self.criterion(
+                outputs.logits,
+                outputs.box_regression,
+                outputs.centerness,
+                anchors,
+                num_anchors_per_level,
+                outputs.text_attention_mask,
+                labels,
+            )
+
+        return GLIPGroundingOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            logits=outputs.logits,
+            pred_boxes=pred_boxes,
+            box_regression=outputs.box_regression,
+            centerness=outputs.centerness,
+            anchors=anchors,
+            num_anchors_per_level=num_anchors_per_level,
+            text_attention_mask=outputs.text_attention_mask,
+            input_ids=input_ids,
+            image_sizes=image_sizes,
+            text_last_hidden_state=outputs.text_last_hidden_state,
+            projected_text_features=outputs.projected_text_features,
+            backbone_hidden_states=outputs.backbone_hidden_states,
+            feature_pyramid_hidden_states=outputs.feature_pyramid_hidden_states,
+            text_hidden_states=outputs.text_hidden_states,
+            fusion_vision_hidden_states=outputs.fusion_vision_hidden_states,
+            fusion_text_hidden_states=outputs.fusion_text_hidden_states,
+            head_text_hidden_states=outputs.head_text_hidden_states,
+            dyconv_hidden_states=outputs.dyconv_hidden_states,
+        )
