@@ -31,7 +31,8 @@ def _measure_glip(height: int, width: int, runs: int) -> dict:
     import torch
     from PIL import Image
 
-    from transformers_glip import GLIPConfig, GLIPForGrounding, GLIPProcessor
+    from transformers_glip import GLIPConfig, GLIPForGrounding
+    from transformers_glip.processing_glip import GLIPProcessor
     from transformers_glip.image_processing_glip import GLIPImageProcessor
     from transformers import AutoTokenizer
 
