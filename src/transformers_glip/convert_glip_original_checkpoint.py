@@ -1216,8 +1216,8 @@ def convert_checkpoint(
 
     Args:
         checkpoint_path: the `.pth` file.
-        output_dir: folder that receives config.json, model.safetensors, the tokenizer files and the processor
-            config.
+        output_dir: folder that receives config.json, model.safetensors, the tokenizer files, the processor
+            config and `glip_shim.py` with `auto_map` entries (see `pipeline_glip.add_remote_code_files`).
         original_config: official yaml (configs/pretrain/*.yaml or a full `cfg.dump()`); exclusive with `variant`.
         variant: `"glip-t"`, `"glip-t-a"` or `"glip-l"` when no yaml is given.
         text_model: folder or Hub id of the BERT (config.json for the sizes, tokenizer files); defaults to
@@ -1264,6 +1264,10 @@ def convert_checkpoint(
     for part in processor if isinstance(processor, tuple) else (processor,):
         if part is not None:
             part.save_pretrained(output_dir)
+    # `auto_map` + a shim re-exporting the package classes: loads with `trust_remote_code=True` without the import.
+    from .pipeline_glip import add_remote_code_files
+
+    add_remote_code_files(output_dir)
     logger.info("Saved the converted model to %s", output_dir)
     return model
 

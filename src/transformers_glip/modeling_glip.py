@@ -609,18 +609,36 @@ class GLIPModel(GLIPPreTrainedModel):
         """
         Args:
             pixel_values: `(batch, 3, height, width)` BGR images normalised with the Detectron mean/std and zero-padded
-                to a multiple of 32 (see `GLIPImageProcessor`).
+                to a multiple of 32 (see `GLIPImageProcessor`); or `(1, 3, height, width)` for several prompts of
+                ONE image (see below).
             input_ids: `(batch, sequence_length)` BERT token ids of the prompts (any length the text model accepts).
             attention_mask: `(batch, sequence_length)`, 1 for real tokens, 0 for padding; all ones if omitted.
             token_type_ids: `(batch, sequence_length)`; zeros if omitted (the official model never passes them).
             image_sizes: unused by the network (it sees the padded images); accepted for API symmetry.
             output_hidden_states: also return the intermediate tensors of every stage.
+
+        Several prompts for one image (large vocabularies split into label chunks): with `pixel_values` of batch 1
+        and `input_ids` of batch `K > 1`, the Swin backbone and the FPN run ONCE and their feature maps are broadcast
+        (`expand`, no copy) to the `K` prompts before the head, which runs as a batch of `K`. The outputs equal those
+        of `K` separate forwards of the same image up to float rounding (the vision path does not see the text before
+        the head); every output, `backbone_hidden_states` and `feature_pyramid_hidden_states` included, has batch `K`.
         """
+        num_images, num_prompts = pixel_values.shape[0], input_ids.shape[0]
+        if num_images != num_prompts and num_images != 1:
+            raise ValueError(
+                f"`pixel_values` holds {num_images} images but `input_ids` holds {num_prompts} prompts; pass one "
+                "prompt per image, or ONE image with any number of prompts."
+            )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
 
         backbone_features = self.backbone(pixel_values)  # (C3, C4, C5)
         pyramid_features = self.feature_pyramid(backbone_features)  # (P3, ..., P7)
+        if num_images != num_prompts:
+            # One image, several prompts: the vision features are shared, not recomputed.
+            # (1, channels, height_l, width_l) -> (num_prompts, channels, height_l, width_l) views
+            backbone_features = [feature.expand(num_prompts, -1, -1, -1) for feature in backbone_features]
+            pyramid_features = [feature.expand(num_prompts, -1, -1, -1) for feature in pyramid_features]
 
         text_outputs = self.text_model(
             input_ids=input_ids,
@@ -737,13 +755,21 @@ class GLIPForGrounding(GLIPPreTrainedModel):
         image_sizes: torch.LongTensor | None = None,
         labels: list[dict[str, torch.Tensor]] | None = None,
         output_hidden_states: bool = False,
+        positive_map: torch.Tensor | None = None,
+        original_sizes: torch.LongTensor | None = None,
+        text_labels: list[list[str]] | None = None,
+        chunk_label_indices: list[list[int]] | None = None,
     ) -> GLIPGroundingOutput:
         """
         Args:
             pixel_values, input_ids, attention_mask, token_type_ids, image_sizes, output_hidden_states:
-                See [`GLIPModel.forward`].
+                See [`GLIPModel.forward`] (including ONE image with several prompts: the vision features are computed
+                once and shared by the prompts; `image_sizes` of that single image is then repeated per prompt).
             labels: one dict per image with `boxes` `(num_boxes, 4)` xyxy in network-input pixels and
                 `positive_map` `(num_boxes, sequence_length)` binary token map; the loss is computed when given.
+            positive_map, original_sizes, text_labels, chunk_label_indices:
+                Accepted and ignored, so that `model(**processor(...))` and pipelines can pass the whole processor
+                output; they are post-processing inputs (see `GLIPProcessor.post_process_grounded_object_detection`).
         """
         outputs = self.model(
             pixel_values,
@@ -762,6 +788,9 @@ class GLIPForGrounding(GLIPPreTrainedModel):
             dtype=torch.float32,
         )
         pred_boxes = self.box_coder.decode(outputs.box_regression, anchors)  # (batch, num_anchors, 4)
+        num_prompts = outputs.logits.shape[0]
+        if image_sizes is not None and image_sizes.shape[0] == 1 and num_prompts > 1:
+            image_sizes = image_sizes.expand(num_prompts, -1)  # (1, 2) -> (num_prompts, 2): one image, K prompts
 
         loss = loss_dict = None
         if labels is not None:

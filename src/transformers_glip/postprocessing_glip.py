@@ -23,16 +23,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from .box_coding_glip import LEGACY_PIXEL_OFFSET
 
 __all__ = [
+    "CHUNK_MERGE_MODES",
     "compute_label_scores",
     "select_level_candidates",
     "clip_boxes_to_image",
     "class_aware_nms",
+    "cross_chunk_suppression",
     "keep_top_detections",
     "rescale_boxes",
     "post_process_grounded_detections",
@@ -376,28 +379,78 @@ def post_process_grounded_detections(
     return results
 
 
+CHUNK_MERGE_MODES = ("concatenate", "cross_chunk_nms")
+
+
+def cross_chunk_suppression(
+    boxes: torch.Tensor, scores: torch.Tensor, chunk_ids: torch.Tensor, iou_threshold: float = 0.6
+) -> torch.Tensor:
+    """Greedy NMS whose suppression only acts ACROSS chunks: detections of the same chunk never suppress each other.
+
+    Detections are visited by decreasing score (stable, so on equal scores the earlier input wins); a detection is
+    dropped when an already kept detection of ANOTHER chunk overlaps it with a legacy "+1" IoU above
+    `iou_threshold` (the IoU of [`class_aware_nms`]), whatever the labels. The detections of one chunk alone are
+    therefore returned untouched.
+
+    Args:
+        boxes (`torch.Tensor` of shape `(num_boxes, 4)`): xyxy boxes (+1 convention), one frame for all chunks.
+        scores (`torch.Tensor` of shape `(num_boxes,)`), chunk_ids (`torch.Tensor` of shape `(num_boxes,)`).
+
+    Returns:
+        `torch.LongTensor` of the kept indices, sorted by decreasing score (stable).
+    """
+    if boxes.numel() == 0:
+        return torch.zeros((0,), dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True, stable=True)
+    shifted_boxes = boxes[order].float().clone()
+    shifted_boxes[:, 2:] += LEGACY_PIXEL_OFFSET
+    overlapping = box_iou(shifted_boxes, shifted_boxes) > float(iou_threshold)  # (num_boxes, num_boxes)
+    sorted_chunks = chunk_ids[order]
+    suppresses = overlapping & (sorted_chunks[:, None] != sorted_chunks[None, :])  # (num_boxes, num_boxes)
+    suppresses = suppresses.cpu().numpy()
+    number = suppresses.shape[0]
+    suppressed = np.zeros(number, dtype=bool)
+    for index in range(number):
+        if not suppressed[index]:
+            # Only lower-scoring detections (later in the order) can be suppressed by this kept one.
+            suppressed[index + 1 :] |= suppresses[index, index + 1 :]
+    keep = torch.from_numpy(np.flatnonzero(~suppressed)).to(device=boxes.device)
+    return order[keep]
+
+
 def merge_chunk_detections(
     chunk_detections: Sequence[dict[str, torch.Tensor]],
     chunk_label_indices: Sequence[Sequence[int]],
     nms_threshold: float | None = None,
     max_detections: int | None = None,
+    mode: str = "concatenate",
 ) -> dict[str, torch.Tensor]:
     """Merge the detections of one image prompted with several label chunks (large vocabularies, spec §3.6).
 
-    The official chunked evaluation (`TEST.CHUNKED_EVALUATION 40`) concatenates the per-chunk detections (each
-    already NMS-ed and capped) without any cross-chunk step; this is the default. Since the chunks hold disjoint
-    labels, a class-aware NMS (`nms_threshold`) only matters when a label appears in several chunks.
+    Modes:
+    - `"concatenate"` (default here; the official behaviour): the official chunked evaluation
+      (`TEST.CHUNKED_EVALUATION 40`) concatenates the per-chunk detections (each already NMS-ed and capped) without
+      any cross-chunk step. With `nms_threshold`, a class-aware NMS runs over the merged detections; since the
+      chunks hold disjoint labels, it only matters when a label appears in several chunks.
+    - `"cross_chunk_nms"` (the default of the high-level APIs, `detect` and the pipeline): duplicates ACROSS chunks
+      are removed with [`cross_chunk_suppression`] at `nms_threshold` (0.6 if not given): a detection goes when a
+      kept, higher-scoring detection of a DIFFERENT chunk overlaps it with a "+1" IoU above the threshold, whatever
+      the labels (synonyms in different chunks otherwise give one box per synonym). Detections within a chunk are
+      never suppressed by each other, so one chunk gives exactly its single-prompt results.
 
     Args:
         chunk_detections (`list[dict]`): per chunk, `boxes` `(n_c, 4)`, `scores` `(n_c,)`, `labels` `(n_c,)`
             (0-based chunk-local label indices), in the same frame for all chunks.
         chunk_label_indices (`list[list[int]]`): per chunk, the global label index of each chunk-local label.
-        nms_threshold (`float`, *optional*): class-aware NMS (+1 IoU) over the merged detections.
+        nms_threshold (`float`, *optional*): IoU threshold of the NMS of the chosen mode (see above).
         max_detections (`int`, *optional*): keep at most this many (kthvalue cut, ties kept).
+        mode (`str`, *optional*, defaults to `"concatenate"`): `"concatenate"` or `"cross_chunk_nms"`.
 
     Returns:
         `dict` with `boxes`, `scores`, `labels` (global 0-based label indices), sorted by decreasing score.
     """
+    if mode not in CHUNK_MERGE_MODES:
+        raise ValueError(f"`mode` must be one of {CHUNK_MERGE_MODES}, got {mode!r}.")
     if len(chunk_detections) != len(chunk_label_indices):
         raise ValueError(
             f"`chunk_detections` has {len(chunk_detections)} entries but `chunk_label_indices` has "
@@ -405,7 +458,7 @@ def merge_chunk_detections(
         )
     if len(chunk_detections) == 0:
         raise ValueError("`chunk_detections` is empty; pass the detections of at least one chunk.")
-    boxes, scores, labels = [], [], []
+    boxes, scores, labels, chunk_ids = [], [], [], []
     for chunk_index, (detections, label_indices) in enumerate(zip(chunk_detections, chunk_label_indices)):
         mapping = torch.as_tensor(list(label_indices), dtype=torch.long, device=detections["labels"].device)
         if detections["labels"].numel() and int(detections["labels"].max()) >= mapping.numel():
@@ -415,8 +468,12 @@ def merge_chunk_detections(
         boxes.append(detections["boxes"])
         scores.append(detections["scores"])
         labels.append(mapping[detections["labels"]])
-    boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    if nms_threshold is not None:
+        chunk_ids.append(torch.full_like(detections["labels"], chunk_index))
+    boxes, scores, labels, chunk_ids = torch.cat(boxes), torch.cat(scores), torch.cat(labels), torch.cat(chunk_ids)
+    if mode == "cross_chunk_nms":
+        keep = cross_chunk_suppression(boxes, scores, chunk_ids, 0.6 if nms_threshold is None else nms_threshold)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    elif nms_threshold is not None:
         keep = class_aware_nms(boxes, scores, labels, nms_threshold)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if max_detections is not None:

@@ -1,0 +1,573 @@
+#!/usr/bin/env python
+"""Pre-train (or continue training) GLIP on streamed detection + grounding data with 🤗 Accelerate.
+
+Reads like transformers' `run_object_detection_no_trainer.py`. Data sources (repeat `--dataset`, mix with
+`--dataset_ratios`):
+
+    --dataset coco instances.json images/          # COCO detection json + image folder
+    --dataset mdetr final_mixed_train.json images/ # MDETR / GoldG grounding json
+    --dataset odvg_detection o365.jsonl images/    # ODVG jsonl (+ --odvg_label_map label_map.json)
+    --dataset odvg_grounding goldg.jsonl images/
+    --dataset pseudo_label cc3m.jsonl images/      # GLIP pseudo-label jsonl (--pseudo_label_score_threshold)
+    --dataset synthetic_detection out/shapes       # the generated shapes world (also synthetic_grounding)
+
+With NO `--dataset`, the embedded demo runs: generate the synthetic shapes world (if missing), train a small GLIP from
+scratch, report held-out AP50 (pycocotools, through the processor's grounded post-processing), save model +
+processor, run `pipeline("zero-shot-object-detection")` on a held-out image and write `detections.png` and
+`loss_curve.png`:
+
+    python examples/pretrain.py --output_dir out/demo
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
+        --dynamo_backend no examples/pretrain.py --output_dir out/demo2     # 2 CPU processes (gloo)
+
+Data sharding: every process reads its own part of the stream (`datasets.distributed.split_dataset_by_node` inside
+`GLIPTrainingStream`); the DataLoader is therefore NOT passed to `accelerator.prepare` (Accelerate would shard it a
+second time). Checkpoints (`--checkpointing_steps`) hold the Accelerate state, the EMA, the LR schedule, the loss
+history and every process's stream position; they are written to a temporary folder renamed into place, and
+`--resume` continues from the latest one at the exact data position.
+
+Optimizer (official `make_optimizer`, spec §9.4): AdamW; `model.text_model.*` (the BERT language backbone) uses
+`--text_learning_rate` (official 1e-5), everything else `--learning_rate` (1e-4); biases and norm weights get no
+weight decay; `--bias_lr_factor` multiplies the LR of biases (official 2, default 1 here). Schedule: linear warmup from
+`--warmup_factor` over `--warmup_steps`, then x`--lr_gamma` at the `--lr_milestones` fractions of the steps.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import gather_object, set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from transformers_glip import GLIPConfig, GLIPForGrounding, draw_detections  # (the import registers GLIP)
+from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.processing_glip import GLIPProcessor
+from transformers_glip.synthetic_shapes_glip import SyntheticShapesConfig, generate_synthetic_shapes
+from transformers_glip.training_data_glip import (
+    GLIPTrainingCollator,
+    GLIPTrainingStream,
+    GLIPTrainingTransform,
+    SkippedRecordCounter,
+    coco_detection_source,
+    mdetr_grounding_source,
+    odvg_source,
+    pseudo_label_source,
+    synthetic_shapes_source,
+)
+
+logger = get_logger(__name__)
+
+EXAMPLES_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_TOKENIZER = os.path.join(EXAMPLES_DIR, "assets", "bert-base-uncased-tokenizer")
+
+# Defaults that differ between the official recipe (real data) and the embedded CPU demo (no --dataset).
+OFFICIAL_DEFAULTS = {
+    "model_preset": "glip_t",
+    "max_length": 256,
+    "min_size": 800,
+    "max_size": 1333,
+    "train_min_sizes": [480, 560, 640, 720, 800],
+    "learning_rate": 1e-4,
+    "text_learning_rate": 1e-5,
+    "max_train_steps": 10000,
+    "warmup_steps": 2000,
+    "per_device_train_batch_size": 2,
+    "shuffle_buffer_size": 1000,
+}
+DEMO_DEFAULTS = {
+    "model_preset": "tiny",
+    "max_length": 48,
+    "min_size": 128,
+    "max_size": 224,
+    "train_min_sizes": [112, 128, 144],
+    "learning_rate": 1e-3,
+    "text_learning_rate": 1e-3,  # the demo's BERT starts from scratch, so it cannot use the fine-tuning LR 1e-5
+    "max_train_steps": 900,
+    "warmup_steps": 50,
+    "per_device_train_batch_size": 8,
+    "shuffle_buffer_size": 500,
+}
+DATASET_KINDS = (
+    "coco",
+    "mdetr",
+    "odvg_detection",
+    "odvg_grounding",
+    "pseudo_label",
+    "synthetic_detection",
+    "synthetic_grounding",
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", default="out/pretrain", help="Model, processor, checkpoints and plots.")
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        action="append",
+        metavar=("KIND", "PATH"),
+        help=f"KIND PATH [IMAGE_DIR], KIND in {', '.join(DATASET_KINDS)}. Repeat to mix sources.",
+    )
+    parser.add_argument("--dataset_ratios", type=float, nargs="+", help="Mixing ratio per --dataset (normalised).")
+    parser.add_argument("--odvg_label_map", help="label_map.json of ODVG detection files.")
+    parser.add_argument("--pseudo_label_score_threshold", type=float, default=0.5)
+    parser.add_argument("--synthetic_dir", default="out/synthetic_shapes", help="Where the demo world lives.")
+    parser.add_argument("--synthetic_num_train", type=int, default=4000, help="Demo world: training images.")
+    parser.add_argument("--synthetic_num_validation", type=int, default=200, help="Demo world: held-out images.")
+    parser.add_argument("--eval_annotation_file", help="COCO json for AP evaluation (demo: synthetic validation).")
+    parser.add_argument("--eval_image_dir", help="Image folder of --eval_annotation_file.")
+    parser.add_argument("--model_name_or_path", help="A saved GLIPForGrounding folder to start from.")
+    parser.add_argument("--model_preset", choices=["tiny", "glip_t", "glip_t_a", "glip_l"], help="From scratch.")
+    parser.add_argument("--tokenizer_name_or_path", default=DEFAULT_TOKENIZER)
+    parser.add_argument("--max_length", type=int, help="Token length of the prompts (official 256).")
+    parser.add_argument("--min_size", type=int, help="Evaluation short side of the image processor.")
+    parser.add_argument("--max_size", type=int, help="Long-side cap (train and evaluation).")
+    parser.add_argument("--train_min_sizes", type=int, nargs="+", help="Multi-scale training short sides.")
+    parser.add_argument("--max_train_steps", type=int, help="Optimizer steps.")
+    parser.add_argument("--per_device_train_batch_size", type=int)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float)
+    parser.add_argument("--text_learning_rate", type=float, help="LR of the BERT language backbone.")
+    parser.add_argument("--bias_lr_factor", type=float, default=1.0, help="Official: 2.0.")
+    parser.add_argument("--weight_decay", type=float, default=1e-4)
+    parser.add_argument("--warmup_steps", type=int)
+    parser.add_argument("--warmup_factor", type=float, default=0.001)
+    parser.add_argument("--lr_milestones", type=float, nargs="*", default=[0.67, 0.89])
+    parser.add_argument("--lr_gamma", type=float, default=0.1)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    parser.add_argument(
+        "--ema_decay", type=float, default=0.0, help="> 0 keeps an EMA of the weights (official 0.999)."
+    )
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--shuffle_buffer_size", type=int, help="0 disables shuffling.")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0, choices=[0, 1])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpointing_steps", type=int, default=0, help="Save a checkpoint every N steps.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint in output_dir.")
+    parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--with_tracking", action="store_true", help="Log to the Accelerate trackers.")
+    parser.add_argument("--report_to", default="all")
+    parser.add_argument("--skip_final_evaluation", action="store_true")
+    args = parser.parse_args(argv)
+    args.demo = not args.dataset
+    for key, value in (DEMO_DEFAULTS if args.demo else OFFICIAL_DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.dataset_ratios is not None and len(args.dataset_ratios) != len(args.dataset or []):
+        parser.error("--dataset_ratios needs one value per --dataset.")
+    return args
+
+
+def tiny_config(max_length: int) -> GLIPConfig:
+    """A GLIP small enough to train from scratch on 2 CPU cores (same architecture, fewer/narrower layers)."""
+    return GLIPConfig(
+        backbone_config={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], "drop_path_rate": 0.0},
+        text_config={
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+            "max_position_embeddings": max(64, max_length),
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
+        fpn_channels=32,
+        num_head_blocks=2,
+        fusion_hidden_size=64,
+        fusion_num_heads=4,
+        head_group_norm_groups=16,
+        anchor_sizes=[32, 64, 128, 256, 512],  # 4 x stride (official 8 x): the demo objects are 16-56 pixels
+        max_text_length=max_length,
+        # A few hundred steps from scratch: no regularisers that slow learning down.
+        fusion_dropout=0.0,
+        fpn_drop_block_prob=0.0,
+    )
+
+
+def build_sources(args):
+    """The `GroundingSource`s of `--dataset` (or of the demo world) and the evaluation json/image folder."""
+    specs = args.dataset or [["synthetic_detection", args.synthetic_dir], ["synthetic_grounding", args.synthetic_dir]]
+    sources = []
+    for kind, path, *rest in specs:
+        image_dir = rest[0] if rest else None
+        name = f"{kind}_{len(sources)}" if any(spec[0] == kind for spec in specs[: len(sources)]) else kind
+        if kind == "coco":
+            sources.append(coco_detection_source(path, image_dir, name=name))
+        elif kind == "mdetr":
+            sources.append(mdetr_grounding_source(path, image_dir, name=name))
+        elif kind in ("odvg_detection", "odvg_grounding"):
+            task = kind.split("_")[1]
+            sources.append(odvg_source(path, image_dir, task=task, label_map_file=args.odvg_label_map, name=name))
+        elif kind == "pseudo_label":
+            sources.append(pseudo_label_source(path, image_dir, args.pseudo_label_score_threshold, name=name))
+        elif kind in ("synthetic_detection", "synthetic_grounding"):
+            sources.append(synthetic_shapes_source(path, "train", task=kind.split("_")[1], name=name))
+        else:
+            raise ValueError(f"Unknown dataset kind {kind!r}; expected one of {DATASET_KINDS}.")
+    if args.demo and args.eval_annotation_file is None:
+        args.eval_annotation_file = os.path.join(args.synthetic_dir, "validation", "coco.json")
+        args.eval_image_dir = os.path.join(args.synthetic_dir, "validation")
+    return sources
+
+
+def build_optimizer(model, args) -> torch.optim.AdamW:
+    """Official parameter groups (`solver/build.py::make_optimizer`): BERT backbone at the text LR, biases and norm
+    weights without weight decay, biases at `bias_lr_factor` x LR."""
+    groups = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_text = name.startswith("model.text_model.")
+        is_bias = name.endswith("bias") or "bias" in name.split(".")[-1]
+        no_decay = is_bias or parameter.ndim <= 1 or "norm" in name.lower()
+        learning_rate = args.text_learning_rate if is_text else args.learning_rate
+        learning_rate *= args.bias_lr_factor if is_bias else 1.0
+        key = (learning_rate, 0.0 if no_decay else args.weight_decay)
+        groups.setdefault(key, []).append(parameter)
+    parameter_groups = [
+        {"params": params, "lr": learning_rate, "weight_decay": decay}
+        for (learning_rate, decay), params in groups.items()
+    ]
+    return torch.optim.AdamW(parameter_groups)
+
+
+def warmup_multistep_factor(step: int, args) -> float:
+    """Official `WarmupMultiStepLR` (linear warmup from `warmup_factor`, x gamma at each milestone)."""
+    milestones = [round(fraction * args.max_train_steps) for fraction in args.lr_milestones]
+    factor = args.lr_gamma ** sum(step >= milestone for milestone in milestones)
+    if step < args.warmup_steps:
+        alpha = step / args.warmup_steps
+        factor *= args.warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+class TrainingHistory:
+    """Loss curve points (step, loss terms) kept in checkpoints so resumed runs plot the whole run."""
+
+    def __init__(self):
+        self.points: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return {"points": self.points}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.points = list(state["points"])
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    checkpoint_root = os.path.join(output_dir, "checkpoints")
+    if not os.path.isdir(checkpoint_root):
+        return None
+    steps = [name for name in os.listdir(checkpoint_root) if name.startswith("step_")]
+    return os.path.join(checkpoint_root, max(steps, key=lambda name: int(name[5:]))) if steps else None
+
+
+def save_checkpoint(accelerator, args, step: int, stream_state: dict) -> None:
+    """Accelerate state + this process's stream position, written to a temporary folder and renamed into place, so an
+    interrupted save never leaves a checkpoint that `--resume` would pick up."""
+    checkpoint_root = os.path.join(args.output_dir, "checkpoints")
+    final_dir = os.path.join(checkpoint_root, f"step_{step:08d}")
+    temporary_dir = os.path.join(checkpoint_root, f".tmp-step_{step:08d}")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary_dir, ignore_errors=True)
+        os.makedirs(temporary_dir)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(temporary_dir)
+    with open(os.path.join(temporary_dir, f"stream_state_{accelerator.process_index}.json"), "w") as handle:
+        json.dump({"step": step, "stream_state": stream_state}, handle)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(temporary_dir, final_dir)
+        checkpoints = sorted(name for name in os.listdir(checkpoint_root) if name.startswith("step_"))
+        for name in checkpoints[: max(0, len(checkpoints) - args.checkpoints_total_limit)]:
+            shutil.rmtree(os.path.join(checkpoint_root, name))
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def evaluate_coco(model, processor, annotation_file: str, image_dir: str, batch_size: int = 8) -> dict:
+    """COCO box AP of `model` on a COCO json, prompting every image with all category names (in one prompt) and
+    decoding with `GLIPProcessor.post_process_grounded_object_detection` (the inference path). Boxes are exported
+    with the official +1 width rule. Returns `{"ap", "ap50", "ap50_per_category", "ap50_seen", "ap50_held_out"}`."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(annotation_file)
+    categories = sorted(ground_truth.loadCats(ground_truth.getCatIds()), key=lambda category: category["id"])
+    names = [category["name"] for category in categories]
+    image_ids = sorted(ground_truth.getImgIds())
+    model.eval()
+    detections = []
+    for start in range(0, len(image_ids), batch_size):
+        batch_ids = image_ids[start : start + batch_size]
+        infos = ground_truth.loadImgs(batch_ids)
+        images = [Image.open(os.path.join(image_dir, info["file_name"])).convert("RGB") for info in infos]
+        inputs = processor(images=images, text=[names] * len(images), return_tensors="pt")
+        outputs = model(
+            pixel_values=inputs["pixel_values"].to(model.device),
+            input_ids=inputs["input_ids"].to(model.device),
+            attention_mask=inputs["attention_mask"].to(model.device),
+            image_sizes=inputs["image_sizes"],
+        )
+        results = processor.post_process_grounded_object_detection(
+            outputs,
+            threshold=None,
+            target_sizes=[(image.height, image.width) for image in images],
+            positive_map=inputs["positive_map"],
+            text_labels=inputs["text_labels"],
+        )
+        for image_id, result in zip(batch_ids, results):
+            for box, score, label in zip(
+                result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()
+            ):
+                x1, y1, x2, y2 = box
+                detections.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": categories[label]["id"],
+                        "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
+                        "score": score,
+                    }
+                )
+    if not detections:
+        return {"ap": 0.0, "ap50": 0.0, "ap50_per_category": dict.fromkeys(names, 0.0)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    precision = evaluation.eval["precision"][0, :, :, 0, 2]  # (recall thresholds, categories) at IoU 0.5
+    per_category = {}
+    for index, name in enumerate(names):
+        values = precision[:, index]
+        per_category[name] = float(values[values > -1].mean()) if (values > -1).any() else float("nan")
+    metrics = {"ap": float(evaluation.stats[0]), "ap50": float(evaluation.stats[1]), "ap50_per_category": per_category}
+    held_out = [category["name"] for category in categories if category.get("held_out")]
+    if held_out:
+        seen = [name for name in names if name not in held_out]
+        metrics["ap50_seen"] = sum(per_category[name] for name in seen) / len(seen)
+        metrics["ap50_held_out"] = sum(per_category[name] for name in held_out) / len(held_out)
+    return metrics
+
+
+def plot_loss_curve(points: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    steps = [point["step"] for point in points]
+    for key in points[0]:
+        if key != "step":
+            axis.plot(steps, [point[key] for point in points], label=key)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("training loss")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=args.output_dir,
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    set_seed(args.seed)
+    start_time = time.time()
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if args.demo:
+            world = SyntheticShapesConfig(
+                seed=args.seed, num_train=args.synthetic_num_train, num_validation=args.synthetic_num_validation
+            )
+            generate_synthetic_shapes(args.synthetic_dir, world)
+    accelerator.wait_for_everyone()
+
+    # Model, tokenizer, processor.
+    if args.model_name_or_path:
+        model = GLIPForGrounding.from_pretrained(args.model_name_or_path)
+        tokenizer_path = args.model_name_or_path
+    else:
+        if args.model_preset == "tiny":
+            config = tiny_config(args.max_length)
+        else:
+            config = getattr(GLIPConfig, args.model_preset)(max_text_length=args.max_length)
+        model = GLIPForGrounding(config)
+        tokenizer_path = args.tokenizer_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    image_processor = GLIPImageProcessor(
+        min_size=args.min_size, max_size=args.max_size, train_min_sizes=args.train_min_sizes
+    )
+    processor = GLIPProcessor(image_processor, tokenizer, max_length=args.max_length)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    # Data: each process streams its own part (split_dataset_by_node), so the DataLoader is not prepared.
+    transform = GLIPTrainingTransform(tokenizer, image_processor, max_length=args.max_length)
+    stream = GLIPTrainingStream(
+        build_sources(args),
+        transform,
+        probabilities=args.dataset_ratios,
+        seed=args.seed,
+        shuffle_buffer_size=args.shuffle_buffer_size,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+    train_dataloader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=args.per_device_train_batch_size,
+        collate_fn=GLIPTrainingCollator(size_divisibility=image_processor.size_divisibility),
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG untouched (exact resume)
+    )
+
+    optimizer = build_optimizer(model, args)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_multistep_factor(step, args))
+    history = TrainingHistory()
+    accelerator.register_for_checkpointing(lr_scheduler, history)
+    ema_model = None
+    if args.ema_decay > 0:
+        ema_model = AveragedModel(
+            accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True
+        )
+        accelerator.register_for_checkpointing(ema_model)
+    if args.with_tracking:
+        accelerator.init_trackers("glip_pretrain", {key: str(value) for key, value in vars(args).items()})
+
+    completed_steps = 0
+    if args.resume and (checkpoint := latest_checkpoint(args.output_dir)):
+        accelerator.load_state(checkpoint)
+        with open(os.path.join(checkpoint, f"stream_state_{accelerator.process_index}.json")) as handle:
+            saved = json.load(handle)
+        stream.load_state_dict(saved["stream_state"])
+        completed_steps = saved["step"]
+        logger.info(f"Resumed from {checkpoint} at step {completed_steps}.")
+
+    logger.info(
+        f"Training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters for "
+        f"{args.max_train_steps} steps, {args.per_device_train_batch_size} images/process/micro-batch."
+    )
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=completed_steps, disable=not accelerator.is_local_main_process
+    )
+    model.train()
+    running = {}
+    stream_state = stream.state_dict()
+    batches = iter(train_dataloader)
+    while completed_steps < args.max_train_steps:
+        batch = next(batches)
+        with accelerator.accumulate(model):
+            outputs = model(
+                pixel_values=batch["pixel_values"].to(accelerator.device),
+                input_ids=batch["input_ids"].to(accelerator.device),
+                attention_mask=batch["attention_mask"].to(accelerator.device),
+                labels=[
+                    {key: value.to(accelerator.device) for key, value in label.items()} for label in batch["labels"]
+                ],
+            )
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        for key, value in {"loss": outputs.loss, **outputs.loss_dict}.items():
+            running[key] = running.get(key, 0.0) + float(value.detach()) / args.gradient_accumulation_steps
+        stream_state = batch["stream_state"]
+        if not accelerator.sync_gradients:
+            continue
+        lr_scheduler.step()
+        if ema_model is not None:
+            ema_model.update_parameters(accelerator.unwrap_model(model))
+        completed_steps += 1
+        progress_bar.update(1)
+        point = {"step": completed_steps, **running}
+        history.points.append(point)
+        running = {}
+        if completed_steps % args.logging_steps == 0 or completed_steps == args.max_train_steps:
+            recent = history.points[-args.logging_steps :]
+            averages = {key: sum(p[key] for p in recent) / len(recent) for key in point if key != "step"}
+            progress_bar.set_postfix(loss=f"{averages['loss']:.3f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+            if args.with_tracking:
+                accelerator.log({**averages, "lr": lr_scheduler.get_last_lr()[0]}, step=completed_steps)
+        if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, args, completed_steps, stream_state)
+    progress_bar.close()
+    train_minutes = (time.time() - start_time) / 60
+
+    # Data report (skipped/dropped counts of every process).
+    counters = gather_object([stream_state["counter"]])
+    for rank, counter_state in enumerate(counters):
+        logger.info(f"data (process {rank}): {SkippedRecordCounter.from_state_dict(counter_state).summary()}")
+
+    final_model = ema_model.module if ema_model is not None else accelerator.unwrap_model(model)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final_model.save_pretrained(args.output_dir)
+        processor.save_pretrained(args.output_dir)
+        with open(os.path.join(args.output_dir, "loss_history.json"), "w") as handle:
+            json.dump(history.points, handle)
+        plot_loss_curve(history.points, os.path.join(args.output_dir, "loss_curve.png"))
+        summary = {"steps": completed_steps, "train_minutes": round(train_minutes, 2)}
+        if args.eval_annotation_file and not args.skip_final_evaluation:
+            metrics = evaluate_coco(final_model, processor, args.eval_annotation_file, args.eval_image_dir)
+            summary.update(metrics)
+            logger.info(f"held-out AP50 = {metrics['ap50']:.3f} (AP = {metrics['ap']:.3f})")
+            if "ap50_held_out" in metrics:
+                logger.info(
+                    f"AP50 seen combinations {metrics['ap50_seen']:.3f}, "
+                    f"never-seen combinations {metrics['ap50_held_out']:.3f}"
+                )
+        with open(os.path.join(args.output_dir, "summary.json"), "w") as handle:
+            json.dump(summary, handle, indent=2)
+        if args.demo and not args.skip_final_evaluation:
+            run_pipeline_demo(args)
+        print(json.dumps({key: value for key, value in summary.items() if key != "ap50_per_category"}))
+    if args.with_tracking:
+        accelerator.end_training()
+
+
+def run_pipeline_demo(args) -> None:
+    """Reload the saved folder with the stock `pipeline` API and draw its detections on a held-out image."""
+    from PIL import Image
+    from transformers import pipeline
+
+    with open(args.eval_annotation_file) as handle:
+        ground_truth = json.load(handle)
+    labels = [category["name"] for category in ground_truth["categories"]]
+    image = Image.open(os.path.join(args.eval_image_dir, ground_truth["images"][0]["file_name"])).convert("RGB")
+    detector = pipeline("zero-shot-object-detection", model=args.output_dir, device="cpu")
+    detections = detector(image, candidate_labels=labels, threshold=0.3)
+    logger.info(f"pipeline detections on a held-out image: {detections}")
+    picture = draw_detections(image, detections)
+    picture.resize((picture.width * 3, picture.height * 3), Image.NEAREST).save(
+        os.path.join(args.output_dir, "detections.png")
+    )
+
+
+if __name__ == "__main__":
+    main()

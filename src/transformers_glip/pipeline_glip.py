@@ -1,0 +1,330 @@
+"""The `zero-shot-object-detection` pipeline for GLIP, and saved folders that load with `trust_remote_code=True`.
+
+The stock [`ZeroShotObjectDetectionPipeline`] runs one forward per candidate label with the prompt `[CLS] label
+[SEP]`. GLIP is trained and evaluated with ALL labels in one prompt (the labels compete for each box; the official
+detection prompt is the cleaned names joined by `". "`), and one forward is N times cheaper. For GLIP models,
+[`GLIPZeroShotObjectDetectionPipeline`] therefore runs [`detect`]: one prompt per image (chunked automatically when
+the labels do not fit in 256 tokens; the image is encoded once for all chunks), the official post-processing with
+the model config's values, duplicates across chunks removed, then `threshold` (`score > threshold`) and `top_k`. The
+output is the stock one: per image a list of `{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}` sorted by
+decreasing score, boxes in original-image pixels truncated to ints. For every other model the class IS the stock
+pipeline (every method delegates to it), so `import transformers_glip` can make it the task's default
+([`register_glip_pipeline`]) without changing what other models return.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+from transformers.image_utils import load_image
+from transformers.pipelines.zero_shot_object_detection import ZeroShotObjectDetectionPipeline
+from transformers.utils import logging
+
+from .inference_glip import detect
+from .modeling_glip import GLIPForGrounding
+from .postprocessing_glip import CHUNK_MERGE_MODES
+from .processing_glip import GLIPProcessor, _validate_label_list
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "GLIPZeroShotObjectDetectionPipeline",
+    "REMOTE_CODE_SHIM_NAME",
+    "add_remote_code_files",
+    "register_glip_pipeline",
+]
+
+TASK = "zero-shot-object-detection"
+STOCK_PIPELINE_IMPL = "transformers.pipelines.zero_shot_object_detection.ZeroShotObjectDetectionPipeline"
+
+# Keyword arguments the GLIP path understands at call time (on top of `batch_size` and `num_workers`).
+_PREPROCESS_PARAMETERS = ("timeout", "chunk_size")
+_POSTPROCESS_PARAMETERS = ("threshold", "top_k", "merge_mode")
+
+
+def _split_label_string(labels: str) -> list[str]:
+    # The stock pipeline splits on "," WITHOUT stripping (" dog" stays " dog"); a GLIP prompt would then hold
+    # ".  dog", so the GLIP path strips the pieces.
+    return [label.strip() for label in labels.split(",")]
+
+
+def _normalize_candidate_labels(labels: Any, name: str) -> list[str]:
+    if labels is None:
+        raise ValueError(f"`{name}` is missing; pass the label names to detect, e.g. candidate_labels=['cat', 'dog'].")
+    if isinstance(labels, str):
+        labels = _split_label_string(labels)
+    return _validate_label_list(labels, name)
+
+
+class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
+    """`zero-shot-object-detection` with all candidate labels in ONE GLIP prompt; the stock pipeline for other models.
+
+    Example:
+
+    ```python
+    >>> import transformers_glip  # registers GLIP and makes this class the task's pipeline
+    >>> from transformers import pipeline
+
+    >>> detector = pipeline("zero-shot-object-detection", model="path/to/converted-glip")
+    >>> detector("image.png", candidate_labels=["person", "red circle"], threshold=0.3)
+    [{'score': 0.63, 'label': 'person', 'box': {'xmin': 402, 'ymin': 111, 'xmax': 520, 'ymax': 390}}, ...]
+    ```
+
+    Call arguments for GLIP models (on top of the stock `image`, `candidate_labels` / `text_queries`, `threshold`
+    (default 0.1), `top_k`, `timeout`, `batch_size`):
+
+    - `chunk_size` (`int`, *optional*): labels per prompt; default: one prompt when the labels fit in
+      `config.max_text_length` tokens, else chunks of 40 (official LVIS evaluation).
+    - `merge_mode` (`str`, *optional*, defaults to `"cross_chunk_nms"`): how chunks are merged; `"concatenate"` is
+      the official (duplicates across chunks kept). See [`merge_chunk_detections`].
+    - `batch_size`: images per forward; only images of the same padded size share a forward, so the results do not
+      depend on it (see [`detect`]).
+
+    A string `candidate_labels` is split on `","` and, unlike the stock pipeline, each piece is stripped.
+    Every image may have its own label list: `detector([image1, image2], candidate_labels=[["cat"], ["dog", "car"]])`.
+    """
+
+    @property
+    def is_glip(self) -> bool:
+        """Whether the model is GLIP (then the one-prompt path runs; otherwise the stock pipeline)."""
+        return isinstance(self.model, GLIPForGrounding)
+
+    def _glip_processor(self) -> GLIPProcessor:
+        processor = getattr(self, "_cached_glip_processor", None)
+        if processor is None:
+            processor = GLIPProcessor(
+                self.image_processor, self.tokenizer, max_length=self.model.config.max_text_length
+            )
+            self._cached_glip_processor = processor
+        return processor
+
+    def _sanitize_parameters(self, **kwargs):
+        if not self.is_glip:
+            return super()._sanitize_parameters(**kwargs)
+        preprocess_params = {key: kwargs[key] for key in _PREPROCESS_PARAMETERS if key in kwargs}
+        postprocess_params = {key: kwargs[key] for key in _POSTPROCESS_PARAMETERS if key in kwargs}
+        return preprocess_params, {}, postprocess_params
+
+    def __call__(self, image: Any, candidate_labels: Any = None, **kwargs: Any) -> Any:
+        """Detect `candidate_labels` in `image` (see the class docstring; the stock call forms are accepted).
+
+        Returns:
+            For one image (path, URL, `PIL.Image`, or a `{"image", "candidate_labels"}` dict) a list of detections;
+            for a list of them, a list of such lists; for a generator or dataset, an iterator of such lists.
+        """
+        if not self.is_glip:
+            return super().__call__(image, candidate_labels, **kwargs)
+        if "text_queries" in kwargs:
+            candidate_labels = kwargs.pop("text_queries")
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        kwargs.pop("num_workers", None)  # no DataLoader on this path
+        unknown = sorted(set(kwargs) - set(_PREPROCESS_PARAMETERS) - set(_POSTPROCESS_PARAMETERS))
+        if unknown:
+            raise TypeError(f"GLIPZeroShotObjectDetectionPipeline got unexpected keyword arguments {unknown}.")
+        preprocess_params, _, postprocess_params = self._sanitize_parameters(**kwargs)
+        parameters = {
+            **self._preprocess_params,
+            **self._postprocess_params,
+            **preprocess_params,
+            **postprocess_params,
+        }
+        merge_mode = parameters.get("merge_mode", "cross_chunk_nms")
+        if merge_mode not in CHUNK_MERGE_MODES:
+            raise ValueError(f"`merge_mode` must be one of {CHUNK_MERGE_MODES}, got {merge_mode!r}.")
+
+        if isinstance(image, (str, PIL.Image.Image, Mapping)):
+            request = self._request(image, candidate_labels, "image")
+            return self._run_requests([request], batch_size, parameters)[0]
+        if isinstance(image, (list, tuple)):
+            if len(image) == 0:
+                raise ValueError("`image` is an empty list; pass at least one image.")
+            requests = self._requests_from_list(image, candidate_labels)
+            return self._run_requests(requests, batch_size, parameters)
+        if isinstance(image, Iterable) and not hasattr(image, "shape"):  # arrays are not streams of images
+            return self._stream(image, candidate_labels, batch_size, parameters)
+        raise TypeError(
+            "`image` must be a path or URL, a PIL.Image.Image, a {'image', 'candidate_labels'} dict, a list of those, "
+            f"or a generator / dataset of those; got {type(image).__name__}."
+        )
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _request(image: Any, candidate_labels: Any, name: str) -> tuple[Any, list[str]]:
+        """One `(image, labels)` pair from an image with labels, or a `{"image", "candidate_labels"}` dict."""
+        if isinstance(image, Mapping):
+            if "image" not in image:
+                raise ValueError(f"`{name}` is a dict without an 'image' key.")
+            labels = image.get("candidate_labels", image.get("text_queries", candidate_labels))
+            return image["image"], _normalize_candidate_labels(labels, f"{name}['candidate_labels']")
+        if not isinstance(image, (str, PIL.Image.Image)):
+            raise TypeError(f"`{name}` must be a path or URL or a PIL.Image.Image, got {type(image).__name__}.")
+        return image, _normalize_candidate_labels(candidate_labels, "candidate_labels")
+
+    def _requests_from_list(self, images: Sequence[Any], candidate_labels: Any) -> list[tuple[Any, list[str]]]:
+        if all(isinstance(item, Mapping) for item in images):
+            return [self._request(item, candidate_labels, f"image[{index}]") for index, item in enumerate(images)]
+        per_image = (
+            isinstance(candidate_labels, (list, tuple))
+            and len(candidate_labels) > 0
+            and all(isinstance(labels, (list, tuple)) for labels in candidate_labels)
+        )
+        if per_image and len(candidate_labels) != len(images):
+            raise ValueError(
+                f"Got {len(images)} images but {len(candidate_labels)} label lists in `candidate_labels`; pass one "
+                "list per image (or one list shared by all images)."
+            )
+        requests = []
+        for index, item in enumerate(images):
+            if not isinstance(item, (str, PIL.Image.Image)):
+                raise TypeError(
+                    f"`image[{index}]` must be a path or URL or a PIL.Image.Image, got {type(item).__name__}."
+                )
+            if per_image:
+                labels = _normalize_candidate_labels(candidate_labels[index], f"candidate_labels[{index}]")
+            else:
+                labels = _normalize_candidate_labels(candidate_labels, "candidate_labels")
+            requests.append((item, labels))
+        return requests
+
+    def _stream(
+        self, inputs: Iterable[Any], candidate_labels: Any, batch_size: int, parameters: dict[str, Any]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Generators and datasets: `batch_size` inputs at a time, results yielded one image at a time."""
+        window = []
+        for index, item in enumerate(inputs):
+            window.append(self._request(item, candidate_labels, f"image[{index}]"))
+            if len(window) == batch_size:
+                yield from self._run_requests(window, batch_size, parameters)
+                window = []
+        if window:
+            yield from self._run_requests(window, batch_size, parameters)
+
+    # ------------------------------------------------------------------ detection
+    def _run_requests(
+        self, requests: list[tuple[Any, list[str]]], batch_size: int, parameters: dict[str, Any]
+    ) -> list[list[dict[str, Any]]]:
+        images = [load_image(image, timeout=parameters.get("timeout")) for image, _ in requests]
+        label_lists = [labels for _, labels in requests]
+        results = detect(
+            self.model,
+            self._glip_processor(),
+            images,
+            label_lists,
+            threshold=parameters.get("threshold", 0.1),
+            chunk_size=parameters.get("chunk_size"),
+            batch_size=batch_size,
+            merge_mode=parameters.get("merge_mode", "cross_chunk_nms"),
+        )
+        top_k = parameters.get("top_k")
+        formatted = []
+        for result in results:
+            detections = [
+                {"score": score, "label": label, "box": self._get_bounding_box(box)}
+                for score, label, box in zip(result["scores"].tolist(), result["text_labels"], result["boxes"].cpu())
+            ]
+            detections = sorted(detections, key=lambda detection: detection["score"], reverse=True)
+            if top_k:
+                detections = detections[:top_k]
+            formatted.append(detections)
+        return formatted
+
+
+def register_glip_pipeline() -> None:
+    """Make [`GLIPZeroShotObjectDetectionPipeline`] the class `pipeline("zero-shot-object-detection")` builds.
+
+    Only the task's `impl` entry changes (a dotted path, resolved by `pipeline()` at call time); since the class
+    behaves as the stock pipeline for non-GLIP models, their results are unchanged. A task entry that someone else
+    already replaced is left alone (with a warning).
+    """
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    task = SUPPORTED_TASKS[TASK]
+    ours = f"{GLIPZeroShotObjectDetectionPipeline.__module__}.{GLIPZeroShotObjectDetectionPipeline.__qualname__}"
+    current = task.get("impl")
+    if current in (STOCK_PIPELINE_IMPL, ZeroShotObjectDetectionPipeline):
+        task["impl"] = ours
+    elif current not in (ours, GLIPZeroShotObjectDetectionPipeline):
+        logger.warning(
+            f"The '{TASK}' pipeline implementation was already replaced by {current!r}; GLIP keeps it. Pass "
+            "`pipeline_class=GLIPZeroShotObjectDetectionPipeline` to use GLIP's one-prompt pipeline."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saved folders that load with `trust_remote_code=True` without `import transformers_glip` (HF Path B')
+# ---------------------------------------------------------------------------------------------------------------
+
+REMOTE_CODE_SHIM_NAME = "glip_shim"
+
+_SHIM_SOURCE = '''"""Remote-code entry point of a transformers-glip model folder (`trust_remote_code=True`).
+
+The code lives in the `transformers-glip` package (`pip install transformers-glip`); this file only re-exports its
+classes. Importing it also registers GLIP with the transformers Auto classes and the zero-shot-object-detection
+pipeline.
+"""
+
+from transformers_glip import GLIPConfig, GLIPForGrounding, GLIPImageProcessor, GLIPModel, GLIPProcessor
+
+__all__ = ["GLIPConfig", "GLIPForGrounding", "GLIPImageProcessor", "GLIPModel", "GLIPProcessor"]
+'''
+
+_MODEL_AUTO_MAP = {
+    "AutoConfig": "GLIPConfig",
+    "AutoModel": "GLIPModel",
+    "AutoModelForZeroShotObjectDetection": "GLIPForGrounding",
+}
+
+
+def _update_json(path: Path, update) -> bool:
+    if not path.is_file():
+        return False
+    content = json.loads(path.read_text(encoding="utf-8"))
+    update(content)
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return True
+
+
+def add_remote_code_files(save_directory: str | Path) -> None:
+    """Add `auto_map` entries and a one-file shim to a folder saved with `save_pretrained`, so that
+    `AutoModelForZeroShotObjectDetection.from_pretrained(folder, trust_remote_code=True)`, `AutoProcessor`,
+    `AutoImageProcessor` and `pipeline("zero-shot-object-detection", model=folder, trust_remote_code=True)` work in a
+    process that never imported `transformers_glip` (the package must be installed: the shim imports it).
+
+    Writes `glip_shim.py` (re-exports the package classes) and points every `auto_map` entry at it: `config.json`
+    (`AutoConfig`, `AutoModel`, `AutoModelForZeroShotObjectDetection`), `processor_config.json` (`AutoProcessor`,
+    and `AutoImageProcessor` in its nested `image_processor`) and a legacy `preprocessor_config.json` if present.
+    Once the package is imported, its registered classes take precedence over `auto_map` (transformers prefers
+    explicitly registered local code), so the folder also loads the ordinary way. Call it again after every
+    `save_pretrained` into the folder (the converter does).
+
+    Raises:
+        `FileNotFoundError` if the folder holds neither `config.json` nor a processor config.
+    """
+    directory = Path(save_directory)
+
+    def model_entries(content: dict) -> None:
+        auto_map = content.setdefault("auto_map", {})
+        auto_map.update({key: f"{REMOTE_CODE_SHIM_NAME}.{name}" for key, name in _MODEL_AUTO_MAP.items()})
+
+    def image_processor_entries(content: dict) -> None:
+        content.setdefault("auto_map", {})["AutoImageProcessor"] = f"{REMOTE_CODE_SHIM_NAME}.GLIPImageProcessor"
+
+    def processor_entries(content: dict) -> None:
+        content.setdefault("auto_map", {})["AutoProcessor"] = f"{REMOTE_CODE_SHIM_NAME}.GLIPProcessor"
+        if isinstance(content.get("image_processor"), dict):
+            image_processor_entries(content["image_processor"])
+
+    found = [
+        _update_json(directory / "config.json", model_entries),
+        _update_json(directory / "processor_config.json", processor_entries),
+        _update_json(directory / "preprocessor_config.json", image_processor_entries),
+    ]
+    if not any(found):
+        raise FileNotFoundError(
+            f"{directory} holds no config.json / processor_config.json; call save_pretrained into it first."
+        )
+    (directory / f"{REMOTE_CODE_SHIM_NAME}.py").write_text(_SHIM_SOURCE, encoding="utf-8")

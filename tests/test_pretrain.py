@@ -1,0 +1,129 @@
+"""`examples/pretrain.py`: a short run learns, resumed runs equal uninterrupted ones, 2 CPU processes work."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPOSITORY, "examples", "pretrain.py")
+
+
+@pytest.fixture(scope="module")
+def pretrain():
+    specification = importlib.util.spec_from_file_location("pretrain_example", SCRIPT)
+    module = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("world") / "shapes")
+
+
+def small_run_arguments(output_dir, world, steps, *extra):
+    return [
+        "--output_dir",
+        str(output_dir),
+        "--synthetic_dir",
+        world,
+        "--synthetic_num_train",
+        "16",
+        "--synthetic_num_validation",
+        "4",
+        "--max_train_steps",
+        str(steps),
+        "--per_device_train_batch_size",
+        "2",
+        "--train_min_sizes",
+        "64",
+        "--min_size",
+        "64",
+        "--max_size",
+        "96",
+        "--max_length",
+        "48",
+        "--warmup_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        *extra,
+    ]
+
+
+def run_in_process(pretrain, arguments):
+    try:
+        pretrain.main(arguments)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_path):
+    output_dir = tmp_path / "run"
+    run_in_process(
+        pretrain, small_run_arguments(output_dir, world, 30, "--shuffle_buffer_size", "8", "--ema_decay", "0.9")
+    )
+    history = json.loads((output_dir / "loss_history.json").read_text())
+    assert [point["step"] for point in history] == list(range(1, 31))
+    first = sum(point["loss"] for point in history[:5]) / 5
+    last = sum(point["loss"] for point in history[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["steps"] == 30 and 0.0 <= summary["ap50"] <= 1.0 and "ap50_held_out" in summary
+    for name in ("model.safetensors", "config.json", "processor_config.json", "loss_curve.png", "detections.png"):
+        assert (output_dir / name).exists(), name
+
+
+def test_resumed_run_equals_uninterrupted_run(pretrain, world, tmp_path):
+    """Train 6 steps with a checkpoint at step 3; a second run restarted from that checkpoint (as after a crash) must
+    end with exactly the same weights: same data position, augmentation, optimizer, LR schedule and RNG."""
+    common = ("--checkpointing_steps", "3", "--shuffle_buffer_size", "4", "--skip_final_evaluation")
+    uninterrupted = tmp_path / "uninterrupted"
+    run_in_process(pretrain, small_run_arguments(uninterrupted, world, 6, *common))
+    resumed = tmp_path / "resumed"
+    os.makedirs(resumed / "checkpoints")
+    shutil.copytree(uninterrupted / "checkpoints" / "step_00000003", resumed / "checkpoints" / "step_00000003")
+    run_in_process(pretrain, small_run_arguments(resumed, world, 6, *common, "--resume"))
+    expected = load_file(uninterrupted / "model.safetensors")
+    actual = load_file(resumed / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    history = json.loads((resumed / "loss_history.json").read_text())
+    assert history == json.loads((uninterrupted / "loss_history.json").read_text())
+    # Checkpoints are complete folders (written to a temporary name, then renamed).
+    checkpoint = uninterrupted / "checkpoints" / "step_00000006"
+    assert (checkpoint / "stream_state_0.json").exists() and (checkpoint / "model.safetensors").exists()
+    assert not [name for name in os.listdir(uninterrupted / "checkpoints") if name.startswith(".tmp")]
+
+
+def test_two_process_cpu_run(world, tmp_path):
+    output_dir = tmp_path / "two_processes"
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        SCRIPT,
+        *small_run_arguments(output_dir, world, 4, "--checkpointing_steps", "2", "--skip_final_evaluation"),
+    ]
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    checkpoint = output_dir / "checkpoints" / "step_00000004"
+    states = [json.loads((checkpoint / f"stream_state_{rank}.json").read_text()) for rank in range(2)]
+    assert [state["stream_state"]["rank"] for state in states] == [0, 1]
+    assert all(state["stream_state"]["world_size"] == 2 for state in states)
+    assert (output_dir / "model.safetensors").exists()
+    log = completed.stderr + completed.stdout
+    assert "DistributedType.MULTI_CPU  Backend: gloo" in log and "Num processes: 2" in log
+    assert "data (process 1): records seen" in log  # every process's skip counter is reported
