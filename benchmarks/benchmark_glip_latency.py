@@ -30,11 +30,11 @@ def _peak_rss_mib() -> float:
 def _measure_glip(height: int, width: int, runs: int) -> dict:
     import torch
     from PIL import Image
+    from transformers import AutoTokenizer
 
     from transformers_glip import GLIPConfig, GLIPForGrounding
-    from transformers_glip.processing_glip import GLIPProcessor
     from transformers_glip.image_processing_glip import GLIPImageProcessor
-    from transformers import AutoTokenizer
+    from transformers_glip.processing_glip import GLIPProcessor
 
     torch.manual_seed(0)
     model = GLIPForGrounding(GLIPConfig.glip_t()).eval()
@@ -49,7 +49,13 @@ def _measure_glip(height: int, width: int, runs: int) -> dict:
 
 def _measure_grounding_dino(height: int, width: int, runs: int) -> dict:
     import torch
-    from transformers import AutoTokenizer, BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection, SwinConfig
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        SwinConfig,
+    )
 
     torch.manual_seed(0)
     backbone_config = SwinConfig(
