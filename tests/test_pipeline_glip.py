@@ -337,11 +337,12 @@ def test_trust_remote_code_loads_without_the_import(tiny_a_dir, tmp_path):
     assert json.loads((tiny_a_dir / "config.json").read_text())["auto_map"]["AutoModelForZeroShotObjectDetection"] == (
         "glip_shim.GLIPForGrounding"
     )
-    # ... and `add_remote_code_files` adds them to any `save_pretrained` folder.
+    # ... and every `save_pretrained` of the model and the processor adds them too (no extra call needed).
     folder = tmp_path / "saved"
     GLIPForGrounding.from_pretrained(tiny_a_dir).save_pretrained(folder)
+    assert (folder / "glip_shim.py").is_file()
+    assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoConfig"] == "glip_shim.GLIPConfig"
     GLIPProcessor.from_pretrained(tiny_a_dir).save_pretrained(folder)
-    add_remote_code_files(folder)
     processor_config = json.loads((folder / "processor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoProcessor": "glip_shim.GLIPProcessor"}
     assert processor_config["image_processor"]["auto_map"] == {"AutoImageProcessor": "glip_shim.GLIPImageProcessor"}

@@ -464,6 +464,15 @@ class GLIPPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["GLIPSwinBlock", "GLIPHeadBlock", "BertLayer"]
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, then the `auto_map` entries and `glip_shim.py` that let the folder load
+        with `trust_remote_code=True` without `import transformers_glip` (see `pipeline_glip.add_remote_code_files`)."""
+        from .pipeline_glip import add_remote_code_files
+
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        add_remote_code_files(save_directory)
+        return result
+
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # For code outside the transformers package, `PreTrainedModel` skips every module whose direct parameters are
         # all flagged as loaded -- which includes containers without direct parameters (`all([])` is True), so the

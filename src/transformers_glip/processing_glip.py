@@ -396,6 +396,15 @@ class GLIPProcessor(ProcessorMixin):
         self.chunk_size = chunk_size
         super().__init__(image_processor, tokenizer)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`ProcessorMixin.save_pretrained`, then the `auto_map` entries and `glip_shim.py` for `trust_remote_code`
+        loading (see `pipeline_glip.add_remote_code_files`)."""
+        from .pipeline_glip import add_remote_code_files
+
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        add_remote_code_files(save_directory)
+        return result
+
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
         """Load the tokenizer with `AutoTokenizer` and the image processor as a `GLIPImageProcessor` directly, so
