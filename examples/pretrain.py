@@ -97,6 +97,8 @@ DEMO_DEFAULTS = {
     "per_device_train_batch_size": 8,
     "shuffle_buffer_size": 500,
 }
+# The embedded demo mixes views of the generated world: (kind, ratio).
+DEMO_SOURCES = [("synthetic_detection", 0.5), ("synthetic_grounding", 0.5)]
 DATASET_KINDS = (
     "coco",
     "mdetr",
@@ -105,6 +107,8 @@ DATASET_KINDS = (
     "pseudo_label",
     "synthetic_detection",
     "synthetic_grounding",
+    "synthetic_color",
+    "synthetic_shape",
 )
 
 
@@ -157,6 +161,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoints_total_limit", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint in output_dir.")
     parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--eval_steps", type=int, default=0, help="Also evaluate every N steps (main process).")
     parser.add_argument("--with_tracking", action="store_true", help="Log to the Accelerate trackers.")
     parser.add_argument("--report_to", default="all")
     parser.add_argument("--skip_final_evaluation", action="store_true")
@@ -198,7 +203,9 @@ def tiny_config(max_length: int) -> GLIPConfig:
 
 def build_sources(args):
     """The `GroundingSource`s of `--dataset` (or of the demo world) and the evaluation json/image folder."""
-    specs = args.dataset or [["synthetic_detection", args.synthetic_dir], ["synthetic_grounding", args.synthetic_dir]]
+    specs = args.dataset or [[kind, args.synthetic_dir] for kind, _ in DEMO_SOURCES]
+    if not args.dataset and args.dataset_ratios is None:
+        args.dataset_ratios = [ratio for _, ratio in DEMO_SOURCES]
     sources = []
     for kind, path, *rest in specs:
         image_dir = rest[0] if rest else None
@@ -214,6 +221,9 @@ def build_sources(args):
             sources.append(pseudo_label_source(path, image_dir, args.pseudo_label_score_threshold, name=name))
         elif kind in ("synthetic_detection", "synthetic_grounding"):
             sources.append(synthetic_shapes_source(path, "train", task=kind.split("_")[1], name=name))
+        elif kind in ("synthetic_color", "synthetic_shape"):
+            granularity = kind.split("_")[1]
+            sources.append(synthetic_shapes_source(path, "train", "detection", name=name, granularity=granularity))
         else:
             raise ValueError(f"Unknown dataset kind {kind!r}; expected one of {DATASET_KINDS}.")
     if args.demo and args.eval_annotation_file is None:
@@ -424,7 +434,7 @@ def main(argv=None):
     )
     processor = GLIPProcessor(image_processor, tokenizer, max_length=args.max_length)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
 
     # Data: each process streams its own part (split_dataset_by_node), so the DataLoader is not prepared.
     transform = GLIPTrainingTransform(tokenizer, image_processor, max_length=args.max_length)
@@ -516,6 +526,15 @@ def main(argv=None):
                 accelerator.log({**averages, "lr": lr_scheduler.get_last_lr()[0]}, step=completed_steps)
         if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args, completed_steps, stream_state)
+        if args.eval_steps and completed_steps % args.eval_steps == 0 and args.eval_annotation_file:
+            if accelerator.is_main_process:
+                evaluated = ema_model.module if ema_model is not None else accelerator.unwrap_model(model)
+                metrics = evaluate_coco(evaluated, processor, args.eval_annotation_file, args.eval_image_dir)
+                logger.info(f"step {completed_steps}: held-out AP50 {metrics['ap50']:.3f}")
+                if args.with_tracking:
+                    accelerator.log({"eval_ap50": metrics["ap50"], "eval_ap": metrics["ap"]}, step=completed_steps)
+                model.train()
+            accelerator.wait_for_everyone()
     progress_bar.close()
     train_minutes = (time.time() - start_time) / 60
 

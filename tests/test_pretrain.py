@@ -127,3 +127,31 @@ def test_two_process_cpu_run(world, tmp_path):
     log = completed.stderr + completed.stdout
     assert "DistributedType.MULTI_CPU  Backend: gloo" in log and "Num processes: 2" in log
     assert "data (process 1): records seen" in log  # every process's skip counter is reported
+
+
+def test_dataset_arguments_mix_real_formats(pretrain, world, tmp_path):
+    """The non-demo path: a COCO json source mixed with a grounding source, evaluated on a COCO json."""
+    if not os.path.exists(os.path.join(world, "metadata.json")):
+        run_in_process(pretrain, small_run_arguments(tmp_path / "make_world", world, 1, "--skip_final_evaluation"))
+    output_dir = tmp_path / "mixed"
+    arguments = small_run_arguments(output_dir, world, 3, "--model_preset", "tiny", "--learning_rate", "1e-3")
+    arguments += [
+        "--dataset",
+        "coco",
+        os.path.join(world, "train", "coco.json"),
+        os.path.join(world, "train"),
+        "--dataset",
+        "synthetic_grounding",
+        world,
+        "--dataset_ratios",
+        "3",
+        "1",
+        "--eval_annotation_file",
+        os.path.join(world, "validation", "coco.json"),
+        "--eval_image_dir",
+        os.path.join(world, "validation"),
+    ]
+    run_in_process(pretrain, arguments)
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["steps"] == 3 and "ap50" in summary
+    assert not (output_dir / "detections.png").exists()  # the pipeline picture is part of the demo only

@@ -207,6 +207,20 @@ def test_pseudo_label_reader_keeps_boxes_above_threshold(tmp_path, tokenizer, sm
     assert stream.counter.skipped == {"no_boxes": 1}
 
 
+def test_synthetic_label_granularities(synthetic_world):
+    combination, color, shape = (
+        records(synthetic_shapes_source(synthetic_world, "train", "detection", granularity=granularity))
+        for granularity in ("combination", "color", "shape")
+    )
+    for first, second, third in zip(combination, color, shape):
+        assert first["boxes"] == second["boxes"] == third["boxes"]
+        assert [f"{c} {s}" for c, s in zip(second["labels"], third["labels"])] == first["labels"]
+    source = synthetic_shapes_source(synthetic_world, "train", "detection", granularity="color")
+    assert source.name == "synthetic_color" and source.vocabulary == ["red", "green", "blue", "yellow"]
+    with pytest.raises(ValueError, match="granularity"):
+        synthetic_shapes_source(synthetic_world, granularity="size")
+
+
 def test_synthetic_reader(synthetic_world):
     detection = synthetic_shapes_source(synthetic_world, "train", task="detection")
     grounding = synthetic_shapes_source(synthetic_world, "train", task="grounding")

@@ -7,7 +7,8 @@ colour. Each record carries both annotation styles GLIP trains on:
 * detection: one category name per box (`"red circle"`), the vocabulary being all colour-shape combinations seen
   in the split;
 * grounding: a caption such as `"a small red circle to the left of a blue square"` with the exact character span
-  of every box's phrase (`"small red circle"`, `"blue square"`), MDETR style (`tokens_positive`, end exclusive).
+  of every mentioned box's phrase (`"small red circle"`, `"blue square"`), MDETR style (`tokens_positive`, end
+  exclusive); some captions mention only some of the objects (the others are background for that caption).
 
 Some colour-shape combinations (`held_out_combinations`) never appear in the training split, neither in images
 nor in captions; the validation split draws from all combinations, so it measures both ordinary held-out
@@ -57,6 +58,9 @@ COLOR_VALUES = {
     "yellow": (235, 210, 40),
 }
 
+# Colours of unlabelled distractor shapes (never named in any prompt): purple, orange, cyan.
+DISTRACTOR_COLOR_VALUES = ((150, 60, 200), (245, 140, 30), (40, 200, 210))
+
 # Side length in pixels of the shape's bounding square, per size word, for images of 128-192 pixels.
 SIZE_RANGES = {
     "small": (16, 24),
@@ -66,7 +70,7 @@ SIZE_RANGES = {
 
 SPLIT_INDEX = {"train": 0, "validation": 1}
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 5
 
 
 @dataclass
@@ -84,6 +88,9 @@ class SyntheticShapesConfig:
         min_objects / max_objects: Shapes per image.
         shapes / colors / sizes: The vocabularies (names must be keys of the drawing tables).
         held_out_combinations: `(color, shape)` pairs that never appear in the training split.
+        caption_mention_all_probability: Probability that a caption mentions every object (otherwise some
+            colour-shape combinations are left out, and their objects are background for that caption).
+        max_distractors: Up to this many unlabelled shapes per image in colours outside the vocabulary.
     """
 
     seed: int = 0
@@ -101,6 +108,8 @@ class SyntheticShapesConfig:
     held_out_combinations: tuple[tuple[str, str], ...] = field(
         default_factory=lambda: (("red", "triangle"), ("blue", "circle"))
     )
+    caption_mention_all_probability: float = 0.5
+    max_distractors: int = 2
 
     def __post_init__(self):
         self.shapes = tuple(self.shapes)
@@ -235,6 +244,18 @@ def render_sample(
         fill = tuple(int(value) for value in np.clip(np.array(COLOR_VALUES[color]) + jitter, 0, 255))
         _SHAPE_DRAWERS[shape](draw, box[0], box[1], side, fill)
         objects.append({"box": [float(value) for value in box], "color": color, "shape": shape, "size": size})
+    # Unlabelled distractors: shapes in colours outside the vocabulary (background for every prompt), so telling
+    # the named colours apart matters for localisation too, as with unlabelled objects in real detection data.
+    taken = [item["box"] for item in objects]
+    for _ in range(int(rng.integers(config.max_distractors + 1))):
+        side = int(rng.integers(SIZE_RANGES["small"][0], SIZE_RANGES["large"][1] + 1))
+        box = _place(rng, side, width, height, taken)
+        if box is None:
+            continue
+        base = DISTRACTOR_COLOR_VALUES[int(rng.integers(len(DISTRACTOR_COLOR_VALUES)))]
+        fill = tuple(int(value) for value in np.clip(np.array(base) + rng.integers(-12, 13, size=3), 0, 255))
+        _SHAPE_DRAWERS[SHAPE_NAMES[int(rng.integers(len(SHAPE_NAMES)))]](draw, box[0], box[1], side, fill)
+        taken.append(box)
     return image, objects
 
 
@@ -252,20 +273,32 @@ def _relation(subject: dict, reference: dict) -> str:
     return "above" if subject_y < reference_y else "below"
 
 
-def make_caption(rng: np.random.Generator, objects: list[dict]) -> tuple[str, list[list[list[int]]]]:
-    """A grounding caption that mentions every object once, with the character span of each object's phrase.
+def make_caption(
+    rng: np.random.Generator, objects: list[dict], mention_all_probability: float = 1.0
+) -> tuple[str, list[list[list[int]]]]:
+    """A grounding caption about the objects, with the character span of each mentioned object's phrase.
 
-    Phrases are `"[size] color shape"` (the size word with probability 0.5) preceded by `"a "`; objects are paired
-    with spatial relations (`"a small red circle to the left of a blue square"`), pairs joined by `", and "`; an
-    optional lead-in (`"there is "`, `"a picture of "`) varies the sentence start.
+    With probability `mention_all_probability` every object is mentioned; otherwise a random non-empty proper subset
+    of the colour-shape combinations present is, and every object of those combinations (so an unmentioned object
+    never matches a mentioned phrase). Like Flickr30K / GoldG, only mentioned objects are annotated: the others are
+    background for this caption. Phrases are `"[size] color shape"` (the size word with probability 0.5) preceded by
+    `"a "`; mentioned objects are paired with spatial relations (`"a small red circle to the left of a blue
+    square"`), pairs joined by `", and "`; an optional lead-in (`"there is "`, `"a picture of "`) varies the start.
 
     Returns:
-        `(caption, tokens_positive)` with `tokens_positive[i] = [[begin, end]]` (end exclusive) for object `i`.
+        `(caption, tokens_positive)` with `tokens_positive[i] = [[begin, end]]` (end exclusive) for object `i`, or
+        `[]` when object `i` is not mentioned.
     """
-    order = [int(index) for index in rng.permutation(len(objects))]
+    combinations = list(dict.fromkeys((item["color"], item["shape"]) for item in objects))
+    chosen = set(combinations)
+    if len(combinations) > 1 and rng.random() >= mention_all_probability:
+        count = int(rng.integers(1, len(combinations)))
+        chosen = {combinations[int(index)] for index in rng.permutation(len(combinations))[:count]}
+    mentioned = [index for index, item in enumerate(objects) if (item["color"], item["shape"]) in chosen]
+    order = [mentioned[int(index)] for index in rng.permutation(len(mentioned))]
     lead_ins = ["", "", "there is ", "a picture of ", "we can see "]
     caption = lead_ins[int(rng.integers(len(lead_ins)))]
-    spans: list[list[list[int]] | None] = [None] * len(objects)
+    spans: list[list[list[int]]] = [[] for _ in objects]
 
     def add_phrase(index: int) -> None:
         nonlocal caption
@@ -283,7 +316,7 @@ def make_caption(rng: np.random.Generator, objects: list[dict]) -> tuple[str, li
         if pair_start + 1 < len(order):
             caption += f" {_relation(objects[order[pair_start]], objects[order[pair_start + 1]])} "
             add_phrase(order[pair_start + 1])
-    return caption, [span for span in spans if span is not None]
+    return caption, spans
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -314,7 +347,7 @@ def _generate_record(config: SyntheticShapesConfig, split: str, index: int, spli
     """Draw sample `index` of `split`, write its png under `split_dir/images/` and return its jsonl record."""
     rng = np.random.default_rng([config.seed, SPLIT_INDEX[split], index])
     image, objects = render_sample(rng, config, _split_combinations(config, split))
-    caption, tokens_positive = make_caption(rng, objects)
+    caption, tokens_positive = make_caption(rng, objects, config.caption_mention_all_probability)
     image_id = f"{split}-{index:06d}"
     image.save(os.path.join(split_dir, "images", f"{image_id}.png"), format="PNG", compress_level=1)
     return {

@@ -644,46 +644,76 @@ def pseudo_label_source(
     return GroundingSource(name=name, dataset=dataset, score_threshold=score_threshold)
 
 
-def _normalize_synthetic(record: dict, name: str, task: str, split_dir: str) -> dict:
+# Label of a synthetic box per detection granularity: the record field holding it.
+SYNTHETIC_LABEL_FIELDS = {"combination": "categories", "color": "colors", "shape": "shapes"}
+
+
+def _normalize_synthetic(record: dict, name: str, task: str, split_dir: str, granularity: str) -> dict:
     normalized = _empty_record(f"{name}:{record['image_id']}", name, task)
     normalized["image"] = _image_reference(split_dir, record["image"])
     normalized["width"] = record["width"]
     normalized["height"] = record["height"]
-    normalized["boxes"] = record["boxes"]
-    normalized["scores"] = [1.0] * len(record["boxes"])
     if task == "detection":
-        normalized["labels"] = record["categories"]
-    else:
+        normalized["boxes"] = record["boxes"]
+        normalized["labels"] = record[SYNTHETIC_LABEL_FIELDS[granularity]]
+    else:  # only the objects the caption mentions are annotated
+        mentioned = [index for index, spans in enumerate(record["tokens_positive"]) if spans]
+        normalized["boxes"] = [record["boxes"][index] for index in mentioned]
         normalized["caption"] = record["caption"]
-        normalized["tokens_positive"] = record["tokens_positive"]
+        normalized["tokens_positive"] = [record["tokens_positive"][index] for index in mentioned]
+    normalized["scores"] = [1.0] * len(normalized["boxes"])
     return normalized
 
 
 def synthetic_shapes_source(
-    data_dir: str | os.PathLike, split: str = "train", task: str = "detection", name: str | None = None
+    data_dir: str | os.PathLike,
+    split: str = "train",
+    task: str = "detection",
+    name: str | None = None,
+    granularity: str = "combination",
 ) -> GroundingSource:
     """The synthetic shapes world written by `synthetic_shapes_glip.generate_synthetic_shapes`, streamed from its
-    jsonl shards with `load_dataset("json", streaming=True)`. `task="detection"` uses the category per box
-    (vocabulary: the split's colour-shape combinations); `task="grounding"` uses the captions and phrase spans."""
+    jsonl shards with `load_dataset("json", streaming=True)`.
+
+    `task="grounding"` uses the captions and phrase spans. `task="detection"` uses one category per box, at the
+    given `granularity`: `"combination"` (`"red circle"`; vocabulary: the split's colour-shape combinations),
+    `"color"` (`"red"`) or `"shape"` (`"circle"`) -- like detection datasets with different label spaces, which
+    GLIP mixes in pre-training.
+    """
     from datasets import load_dataset
 
     from .synthetic_shapes_glip import read_synthetic_metadata, synthetic_features
 
     if task not in ("detection", "grounding"):
         raise ValueError(f"task must be 'detection' or 'grounding', got {task!r}.")
+    if granularity not in SYNTHETIC_LABEL_FIELDS:
+        raise ValueError(f"granularity must be one of {sorted(SYNTHETIC_LABEL_FIELDS)}, got {granularity!r}.")
     data_dir = os.path.abspath(os.fspath(data_dir))
     metadata = read_synthetic_metadata(data_dir)
-    name = name or f"synthetic_{task}"
+    if name is None:
+        name = (
+            f"synthetic_{task}" if task == "grounding" or granularity == "combination" else f"synthetic_{granularity}"
+        )
     files = [os.path.join(data_dir, file_name) for file_name in metadata["splits"][split]["files"]]
     raw = load_dataset("json", data_files={split: files}, split=split, streaming=True, features=synthetic_features())
     dataset = raw.map(
         _normalize_synthetic,
-        fn_kwargs={"name": name, "task": task, "split_dir": os.path.join(data_dir, split)},
+        fn_kwargs={
+            "name": name,
+            "task": task,
+            "split_dir": os.path.join(data_dir, split),
+            "granularity": granularity,
+        },
         remove_columns=list(raw.features),
         features=grounding_record_features(),
     )
-    vocabulary = metadata["train_categories"] if split == "train" else metadata["categories"]
-    return GroundingSource(name=name, dataset=dataset, vocabulary=list(vocabulary) if task == "detection" else None)
+    if task == "grounding":
+        vocabulary = None
+    elif granularity == "combination":
+        vocabulary = list(metadata["train_categories"] if split == "train" else metadata["categories"])
+    else:
+        vocabulary = list(metadata["config"][f"{granularity}s"])
+    return GroundingSource(name=name, dataset=dataset, vocabulary=vocabulary)
 
 
 # ----------------------------------------------------------------------------------------------- transform
