@@ -69,7 +69,10 @@ def run_in_process(pretrain, arguments):
 def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_path):
     output_dir = tmp_path / "run"
     run_in_process(
-        pretrain, small_run_arguments(output_dir, world, 30, "--shuffle_buffer_size", "8", "--ema_decay", "0.9")
+        pretrain,
+        small_run_arguments(
+            output_dir, world, 30, "--shuffle_buffer_size", "8", "--ema_decay", "0.9", "--eval_steps", "15"
+        ),
     )
     history = json.loads((output_dir / "loss_history.json").read_text())
     assert [point["step"] for point in history] == list(range(1, 31))
@@ -78,6 +81,9 @@ def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_
     assert last < 0.8 * first, (first, last)
     summary = json.loads((output_dir / "summary.json").read_text())
     assert summary["steps"] == 30 and 0.0 <= summary["ap50"] <= 1.0 and "ap50_held_out" in summary
+    # The periodic evaluation and the final one (same EMA weights at step 30) feed the AP panel of the curve.
+    assert [evaluation["step"] for evaluation in summary["evaluations"]] == [15, 30]
+    assert summary["evaluations"][-1]["ap50"] == summary["ap50"]
     for name in ("model.safetensors", "config.json", "processor_config.json", "loss_curve.png", "detections.png"):
         assert (output_dir / name).exists(), name
 

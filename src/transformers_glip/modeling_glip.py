@@ -466,7 +466,8 @@ class GLIPPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the `auto_map` entries and `glip_shim.py` that let the folder load
-        with `trust_remote_code=True` without `import transformers_glip` (see `pipeline_glip.add_remote_code_files`)."""
+        with `trust_remote_code=True` without `import transformers_glip` (see
+        `pipeline_glip.add_remote_code_files`)."""
         from .pipeline_glip import add_remote_code_files
 
         result = super().save_pretrained(save_directory, *args, **kwargs)
