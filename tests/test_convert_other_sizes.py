@@ -128,7 +128,7 @@ MODEL:
     NUM_CONVS: 3
     USE_GN: True
     USE_DYRELU: True
-    USE_DFCONV: True
+    USE_DFCONV: {deformable}
     USE_DYFUSE: True
     TOPK: 9
     SCORE_AGG: "MEAN"
@@ -152,7 +152,7 @@ INPUT:
 """
 
 
-def other_sizes_config(early_fusion: bool) -> GLIPConfig:
+def other_sizes_config(early_fusion: bool, deformable: bool) -> GLIPConfig:
     text_config = BertConfig(
         hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96, vocab_size=30522
     )
@@ -163,20 +163,25 @@ def other_sizes_config(early_fusion: bool) -> GLIPConfig:
         num_head_blocks=3,
         early_fusion=early_fusion,
         use_fused_text_for_dot_product=early_fusion,
+        head_use_deformable_conv=deformable,
     )
 
 
-@pytest.mark.parametrize("early_fusion", [True, False], ids=["fused", "variant_a"])
-def test_other_sizes_round_trip_through_the_cli(tmp_path, early_fusion):
+@pytest.mark.parametrize(
+    ("early_fusion", "deformable"),
+    [(True, True), (False, True), (True, False)],
+    ids=["fused", "variant_a", "fused_plain_conv"],
+)
+def test_other_sizes_round_trip_through_the_cli(tmp_path, early_fusion, deformable):
     torch.manual_seed(0)
-    config = other_sizes_config(early_fusion)
+    config = other_sizes_config(early_fusion, deformable)
     model = GLIPForGrounding(config).eval()
     with torch.no_grad():
         for parameter in model.parameters():  # no constant tensors: a swapped key must change something
             parameter.add_(0.01 * torch.randn_like(parameter))
     official = {"module." + to_official_key(key, early_fusion): value for key, value in model.state_dict().items()}
     torch.save({"model": official, "iteration": 0}, tmp_path / "checkpoint.pth")
-    (tmp_path / "override.yaml").write_text(OVERRIDE_YAML.format(early_fusion=early_fusion))
+    (tmp_path / "override.yaml").write_text(OVERRIDE_YAML.format(early_fusion=early_fusion, deformable=deformable))
     text_dir = tmp_path / "bert"
     config.text_config.save_pretrained(text_dir)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -203,6 +208,8 @@ def test_other_sizes_round_trip_through_the_cli(tmp_path, early_fusion):
     assert converted.config.backbone_config.window_size == 5
     assert converted.config.num_head_blocks == 3
     assert converted.config.early_fusion is early_fusion
+    assert converted.config.head_use_deformable_conv is deformable  # official MODEL.DYHEAD.USE_DFCONV
+    assert any(".offset_conv." in key for key in converted.state_dict()) is deformable
     expected = model.state_dict()
     actual = converted.state_dict()
     assert actual.keys() == expected.keys()

@@ -330,6 +330,33 @@ def test_variant_a_builds_and_runs():
     torch.testing.assert_close(padded_logits, padded_logits[:, :1].expand_as(padded_logits))
 
 
+def test_plain_conv_head_equals_deformable_head_with_zero_offsets():
+    """`head_use_deformable_conv=False` (official `USE_DFCONV: False`) uses plain 3x3 convs and no offset branch. A
+    deformable conv whose offsets are 0 and whose modulation mask is 1 samples exactly the plain conv's taps, so the
+    two models agree once the deformable one's offset branch is set to give offset 0 and mask sigmoid(40) == 1.0."""
+    for block in GLIPForGrounding(tiny_random_config(head_use_deformable_conv=False)).model.head.blocks:
+        assert block.dyconv.offset_conv is None
+        for conv_norm in block.dyconv.convs:  # official DyConv.init_weights: normal(0, 0.01), zero bias
+            assert type(conv_norm.conv) is torch.nn.Conv2d
+            assert torch.all(conv_norm.conv.bias == 0) and 0.008 < conv_norm.conv.weight.std() < 0.012
+    deformable = tiny_model().eval()
+    plain = tiny_model(head_use_deformable_conv=False).eval()
+    state = {key: value for key, value in deformable.state_dict().items() if ".offset_conv." not in key}
+    assert state.keys() == plain.state_dict().keys()
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        for block in deformable.model.head.blocks:
+            block.dyconv.offset_conv.weight.zero_()
+            block.dyconv.offset_conv.bias.zero_()
+            block.dyconv.offset_conv.bias[18:] = 40.0  # mask logits: sigmoid(40) rounds to 1.0 in float32
+        pixel_values, input_ids, attention_mask = tiny_inputs()
+        expected = deformable(pixel_values, input_ids, attention_mask)
+        actual = plain(pixel_values, input_ids, attention_mask)
+    # Same taps and weights, different summation order (im2col + mm against mkldnn conv): float32 rounding only.
+    torch.testing.assert_close(actual.logits, expected.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(actual.box_regression, expected.box_regression, atol=1e-4, rtol=1e-4)
+
+
 def test_fusion_without_fused_text_for_the_dot_product():
     """EARLY_FUSE_ON with USE_FUSED_FEATURES_DOT_PRODUCT off: no text layer in the last block, `embedded` text."""
     model = tiny_model(use_fused_text_for_dot_product=False).eval()

@@ -4,8 +4,10 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -109,6 +111,48 @@ def test_resumed_run_equals_uninterrupted_run(pretrain, world, tmp_path):
     checkpoint = uninterrupted / "checkpoints" / "step_00000006"
     assert (checkpoint / "stream_state_0.json").exists() and (checkpoint / "model.safetensors").exists()
     assert not [name for name in os.listdir(uninterrupted / "checkpoints") if name.startswith(".tmp")]
+
+
+def read_sample_log(output_dir) -> list[dict]:
+    with open(output_dir / "sample_ids_rank0.jsonl") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_kill_9_then_resume_loses_and_repeats_no_sample(pretrain, world, tmp_path):
+    """A real SIGKILL in the middle of training, then `--resume`: the samples the final weights were trained on are
+    exactly those of an uninterrupted run (none lost, none repeated, same order) and so are the weights."""
+    if not os.path.exists(os.path.join(world, "metadata.json")):
+        run_in_process(pretrain, small_run_arguments(tmp_path / "make_world", world, 1, "--skip_final_evaluation"))
+    steps = 24
+    common = ("--checkpointing_steps", "3", "--shuffle_buffer_size", "8", "--skip_final_evaluation")
+    common += ("--log_sample_ids",)
+    uninterrupted = tmp_path / "uninterrupted"
+    run_in_process(pretrain, small_run_arguments(uninterrupted, world, steps, *common))
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, SCRIPT, *small_run_arguments(killed, world, steps, *common)]
+    # The same thread count as this process's runs: float sums must be ordered alike for bit-equal weights.
+    environment = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step_00000006").exists() and process.poll() is None:
+        assert time.time() < deadline, "the training subprocess wrote no checkpoint in time"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "model.safetensors").exists()
+    logged_before_resume = read_sample_log(killed)
+
+    run_in_process(pretrain, small_run_arguments(killed, world, steps, *common, "--resume"))
+    expected_log = read_sample_log(uninterrupted)
+    assert [entry["step"] for entry in expected_log] == list(range(1, steps + 1))
+    assert read_sample_log(killed) == expected_log
+    assert 6 <= len(logged_before_resume) < steps  # the kill came after step 6's checkpoint, before the end
+    expected = load_file(uninterrupted / "model.safetensors")
+    actual = load_file(killed / "model.safetensors")
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
 
 
 def test_two_process_cpu_run(world, tmp_path):

@@ -179,16 +179,26 @@ class GLIPModulatedDeformConv(nn.Module):
 
 
 class GLIPDeformableConvNorm(nn.Module):
-    """Modulated deformable conv + GroupNorm (official `vldyhead.py::Conv3x3Norm`, deformable, GN)."""
+    """Modulated deformable 3x3 conv + GroupNorm (official `vldyhead.py::Conv3x3Norm` with GN); a plain 3x3 conv
+    (with bias) when `config.head_use_deformable_conv` is off (`USE_DFCONV: False`)."""
 
     def __init__(self, config: GLIPConfig, stride: int):
         super().__init__()
         channels = config.fpn_channels
-        self.conv = GLIPModulatedDeformConv(channels, channels, stride)
+        self.deformable = config.head_use_deformable_conv
+        if self.deformable:
+            self.conv = GLIPModulatedDeformConv(channels, channels, stride)
+        else:
+            self.conv = nn.Conv2d(channels, channels, DEFORMABLE_KERNEL_SIZE, stride=stride, padding=1)
         self.norm = nn.GroupNorm(config.head_group_norm_groups, channels, eps=1e-5)
 
-    def forward(self, hidden_states: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Offsets/masks of another level are reinterpreted as the official kernel reads them."""
+    def forward(
+        self, hidden_states: torch.Tensor, offset: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`(batch, channels, height, width)` -> `(batch, channels, height / stride, width / stride)`. Offsets/masks
+        of another level are reinterpreted as the official kernel reads them (deformable only)."""
+        if not self.deformable:
+            return self.norm(self.conv(hidden_states))
         output_height, output_width = self.conv.output_size(*hidden_states.shape[-2:])
         offset, mask = reinterpret_offsets_for_output(offset, mask, output_height, output_width)
         return self.norm(self.conv(hidden_states, offset, mask))
@@ -244,8 +254,10 @@ class GLIPDyConv(nn.Module):
         )
         self.scale_attention = nn.Conv2d(channels, 1, kernel_size=1)
         self.dynamic_relu = GLIPDynamicReLU(channels)
-        self.offset_conv = nn.Conv2d(
-            channels, NUM_OFFSET_CHANNELS + NUM_KERNEL_TAPS, kernel_size=DEFORMABLE_KERNEL_SIZE, padding=1
+        self.offset_conv = (
+            nn.Conv2d(channels, NUM_OFFSET_CHANNELS + NUM_KERNEL_TAPS, kernel_size=DEFORMABLE_KERNEL_SIZE, padding=1)
+            if config.head_use_deformable_conv
+            else None
         )
 
     def _scale_attention_weight(self, candidate: torch.Tensor) -> torch.Tensor:
@@ -263,9 +275,11 @@ class GLIPDyConv(nn.Module):
         num_levels = len(visual_features)
         outputs = []
         for level, feature in enumerate(visual_features):
-            offset_and_mask = self.offset_conv(feature)  # (batch, 27, height_l, width_l)
-            offset = offset_and_mask[:, :NUM_OFFSET_CHANNELS]
-            mask = offset_and_mask[:, NUM_OFFSET_CHANNELS:].sigmoid()
+            offset = mask = None
+            if self.offset_conv is not None:
+                offset_and_mask = self.offset_conv(feature)  # (batch, 27, height_l, width_l)
+                offset = offset_and_mask[:, :NUM_OFFSET_CHANNELS]
+                mask = offset_and_mask[:, NUM_OFFSET_CHANNELS:].sigmoid()
 
             candidates = [self.convs[1](feature, offset, mask)]
             if level > 0:
@@ -528,6 +542,10 @@ class GLIPPreTrainedModel(PreTrainedModel):
         elif isinstance(module, GLIPDyConv):
             init.normal_(module.scale_attention.weight, std=HEAD_CONV_INIT_STD)
             init.zeros_(module.scale_attention.bias)
+            for conv_norm in module.convs:
+                if isinstance(conv_norm.conv, nn.Conv2d):  # plain convs (`USE_DFCONV: False`): DyConv.init_weights
+                    init.normal_(conv_norm.conv.weight, std=HEAD_CONV_INIT_STD)
+                    init.zeros_(conv_norm.conv.bias)
         elif isinstance(module, GLIPDynamicHead):
             for predictor in (module.bbox_pred, module.centerness):
                 init.normal_(predictor.weight, std=HEAD_CONV_INIT_STD)
