@@ -677,8 +677,8 @@ def run_pipeline_demo(args, threshold: float = 0.3, num_images: int = 6, scale: 
     category_names = {category["id"]: category["name"] for category in ground_truth["categories"]}
     never_seen = {category["name"] for category in ground_truth["categories"] if category.get("held_out")}
     detector = pipeline("zero-shot-object-detection", model=args.output_dir, device="cpu")
-    font = ImageFont.load_default()
-    header_height = 16
+    font = ImageFont.load_default(size=14)
+    header_height = 20
     tiles = []
     for info in pick_demo_images(ground_truth, num_images):
         image = Image.open(os.path.join(args.eval_image_dir, info["file_name"])).convert("RGB")
@@ -699,7 +699,7 @@ def run_pipeline_demo(args, threshold: float = 0.3, num_images: int = 6, scale: 
             {**detection, "box": {key: value * scale for key, value in detection["box"].items()}}
             for detection in detections
         ]
-        picture = draw_detections(large, scaled, line_width=2)
+        picture = draw_detections(large, scaled, line_width=2, font_size=14)
         tile = Image.new("RGB", (picture.width, picture.height + header_height), (255, 255, 255))
         tile.paste(picture, (0, header_height))
         novel = sorted({category_names[item["category_id"]] for item in truths} & never_seen)
@@ -713,7 +713,7 @@ def run_pipeline_demo(args, threshold: float = 0.3, num_images: int = 6, scale: 
         f"white: ground truth; colour: pipeline('zero-shot-object-detection') with all {len(labels)} labels, "
         f"score >= {threshold}, best label per object"
     )
-    grid = Image.new("RGB", (cell_width * min(columns, len(tiles)), cell_height * rows + 18), (255, 255, 255))
+    grid = Image.new("RGB", (cell_width * min(columns, len(tiles)), cell_height * rows + 22), (255, 255, 255))
     for index, tile in enumerate(tiles):
         grid.paste(tile, ((index % columns) * cell_width + 4, (index // columns) * cell_height + 4))
     ImageDraw.Draw(grid).text((4, cell_height * rows + 2), footer, fill=(0, 0, 0), font=font)

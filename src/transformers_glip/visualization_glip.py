@@ -62,6 +62,7 @@ def draw_detections(
     detections: Any,
     score_threshold: float = 0.0,
     line_width: int | None = None,
+    font_size: int | None = None,
 ) -> PIL.Image.Image:
     """Return a copy of `image` with each detection drawn as a box labelled "phrase score".
 
@@ -71,13 +72,14 @@ def draw_detections(
             (`{"boxes", "scores", "text_labels"}`) or of `pipeline("zero-shot-object-detection")`.
         score_threshold: detections with a lower score are not drawn.
         line_width: box outline width in pixels (default: scales with the image size).
+        font_size: label text height in pixels (default: Pillow's default font size).
     """
     if not isinstance(image, PIL.Image.Image):
         raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}.")
     canvas = image.convert("RGB").copy()
     draw = PIL.ImageDraw.Draw(canvas)
     width = line_width or max(1, round(max(canvas.size) / 300))
-    font = PIL.ImageFont.load_default()
+    font = PIL.ImageFont.load_default(size=font_size) if font_size else PIL.ImageFont.load_default()
     colours: dict[str, tuple[int, int, int]] = {}
     for box, name, score in sorted(_as_detection_list(detections), key=lambda item: item[2]):
         if score < score_threshold:
@@ -88,7 +90,9 @@ def draw_detections(
         caption = f"{name} {score:.2f}"
         text_box = draw.textbbox((x1, y1), caption, font=font)
         text_height = text_box[3] - text_box[1]
+        text_width = text_box[2] - text_box[0] + 4
         top = y1 - text_height - 2 if y1 - text_height - 2 >= 0 else y1
-        draw.rectangle([x1, top, x1 + (text_box[2] - text_box[0]) + 4, top + text_height + 2], fill=colour)
-        draw.text((x1 + 2, top), caption, fill=(255, 255, 255), font=font)
+        left = max(0.0, min(x1, canvas.width - text_width))  # keep the label inside the image
+        draw.rectangle([left, top, left + text_width, top + text_height + 2], fill=colour)
+        draw.text((left + 2, top), caption, fill=(255, 255, 255), font=font)
     return canvas
