@@ -69,22 +69,24 @@ def run_in_process(pretrain, arguments):
 
 
 def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_path):
+    """80 steps on 16 images (the demo model at 64-96 px): the mean loss of the last 10 steps is well below that of
+    the first 10 (measured ratio about 0.7; 0.8 leaves room for other CPUs' rounding)."""
     output_dir = tmp_path / "run"
     run_in_process(
         pretrain,
         small_run_arguments(
-            output_dir, world, 30, "--shuffle_buffer_size", "8", "--ema_decay", "0.9", "--eval_steps", "15"
+            output_dir, world, 80, "--shuffle_buffer_size", "8", "--ema_decay", "0.9", "--eval_steps", "40"
         ),
     )
     history = json.loads((output_dir / "loss_history.json").read_text())
-    assert [point["step"] for point in history] == list(range(1, 31))
-    first = sum(point["loss"] for point in history[:5]) / 5
-    last = sum(point["loss"] for point in history[-5:]) / 5
+    assert [point["step"] for point in history] == list(range(1, 81))
+    first = sum(point["loss"] for point in history[:10]) / 10
+    last = sum(point["loss"] for point in history[-10:]) / 10
     assert last < 0.8 * first, (first, last)
     summary = json.loads((output_dir / "summary.json").read_text())
-    assert summary["steps"] == 30 and 0.0 <= summary["ap50"] <= 1.0 and "ap50_held_out" in summary
-    # The periodic evaluation and the final one (same EMA weights at step 30) feed the AP panel of the curve.
-    assert [evaluation["step"] for evaluation in summary["evaluations"]] == [15, 30]
+    assert summary["steps"] == 80 and 0.0 <= summary["ap50"] <= 1.0 and "ap50_held_out" in summary
+    # The periodic evaluation and the final one (same EMA weights at step 80) feed the AP panel of the curve.
+    assert [evaluation["step"] for evaluation in summary["evaluations"]] == [40, 80]
     assert summary["evaluations"][-1]["ap50"] == summary["ap50"]
     for name in ("model.safetensors", "config.json", "processor_config.json", "loss_curve.png", "detections.png"):
         assert (output_dir / name).exists(), name
