@@ -391,24 +391,31 @@ def evaluate_coco(model, processor, annotation_file: str, image_dir: str, batch_
                         "score": score,
                     }
                 )
-    if not detections:
-        return {"ap": 0.0, "ap50": 0.0, "ap50_per_category": dict.fromkeys(names, 0.0)}
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), "bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    precision = evaluation.eval["precision"][0, :, :, 0, 2]  # (recall thresholds, categories) at IoU 0.5
-    per_category = {}
-    for index, name in enumerate(names):
-        values = precision[:, index]
-        per_category[name] = float(values[values > -1].mean()) if (values > -1).any() else float("nan")
-    metrics = {"ap": float(evaluation.stats[0]), "ap50": float(evaluation.stats[1]), "ap50_per_category": per_category}
+    annotated = {item["category_id"] for item in ground_truth.dataset["annotations"]}
+    # AP50 per category; None for a category without ground truth in the evaluation set (no AP defined).
+    per_category = {category["name"]: (0.0 if category["id"] in annotated else None) for category in categories}
+    metrics = {"ap": 0.0, "ap50": 0.0}
+    if detections:
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluation = COCOeval(ground_truth, ground_truth.loadRes(detections), "bbox")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        precision = evaluation.eval["precision"][0, :, :, 0, 2]  # (recall thresholds, categories) at IoU 0.5
+        for index, name in enumerate(names):
+            values = precision[:, index]
+            if (values > -1).any():
+                per_category[name] = float(values[values > -1].mean())
+        metrics = {"ap": float(evaluation.stats[0]), "ap50": float(evaluation.stats[1])}
+    metrics["ap50_per_category"] = per_category
     held_out = [category["name"] for category in categories if category.get("held_out")]
     if held_out:
-        seen = [name for name in names if name not in held_out]
-        metrics["ap50_seen"] = sum(per_category[name] for name in seen) / len(seen)
-        metrics["ap50_held_out"] = sum(per_category[name] for name in held_out) / len(held_out)
+        for key, group in (
+            ("ap50_seen", [name for name in names if name not in held_out]),
+            ("ap50_held_out", held_out),
+        ):
+            values = [per_category[name] for name in group if per_category[name] is not None]
+            metrics[key] = sum(values) / len(values) if values else None
     return metrics
 
 
@@ -634,7 +641,7 @@ def main(argv=None):
             history.evaluations = [item for item in history.evaluations if item["step"] != completed_steps]
             history.evaluations.append({"step": completed_steps, "ap50": metrics["ap50"], "ap": metrics["ap"]})
             logger.info(f"held-out AP50 = {metrics['ap50']:.3f} (AP = {metrics['ap']:.3f})")
-            if "ap50_held_out" in metrics:
+            if metrics.get("ap50_seen") is not None and metrics.get("ap50_held_out") is not None:
                 logger.info(
                     f"AP50 seen combinations {metrics['ap50_seen']:.3f}, "
                     f"never-seen combinations {metrics['ap50_held_out']:.3f}"
