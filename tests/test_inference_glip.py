@@ -304,6 +304,29 @@ def test_batched_results_equal_single_image_results(tiny_model, small_processor,
         assert_same_results(capped[index], batched[index])
 
 
+def test_trimmed_text_padding_gives_the_padded_results_with_fewer_tokens(tiny_model, small_processor, image):
+    """`trim_text_padding` cuts each forward's prompts to the longest real prompt (here far below max_length=256);
+    the padding is masked, so the detections equal those of the fully padded (official) forward."""
+    labels = [["red circle", "person"], ["blue square", "green triangle", "person", "dog", "car"]]
+    lengths = []
+    handle = tiny_model.model.text_model.register_forward_hook(
+        lambda module, args, kwargs, output: lengths.append(kwargs["input_ids"].shape[-1]), with_kwargs=True
+    )
+    try:
+        trimmed = detect(tiny_model, small_processor, [image, image], labels, threshold=None, batch_size=2)
+        padded = detect(
+            tiny_model, small_processor, [image, image], labels, threshold=None, batch_size=2, trim_text_padding=False
+        )
+    finally:
+        handle.remove()
+    longest = max(int(encode_detection_prompts(small_processor, names)["attention_mask"].sum()) for names in labels)
+    assert longest < 20
+    assert lengths == [longest, small_processor.max_length]
+    for actual, expected in zip(trimmed, padded):
+        # Same real-token computation, other matrix sizes: float rounding only.
+        assert_same_results(actual, expected, tolerance=SCORE_TOLERANCE)
+
+
 def test_shared_label_list_and_target_sizes(tiny_model, small_processor, image):
     labels = ["red circle", "person"]
     shared, per_image = (
@@ -337,6 +360,7 @@ def test_shared_label_list_and_target_sizes(tiny_model, small_processor, image):
         ({"batch_size": 0}, ValueError, "`batch_size`"),
         ({"merge_mode": "nms"}, ValueError, "`merge_mode`"),
         ({"max_detections": 0}, ValueError, "`max_detections`"),
+        ({"trim_text_padding": 1}, TypeError, "`trim_text_padding`"),
     ],
 )
 def test_detect_rejects_bad_inputs(tiny_model, small_processor, image, kwargs, error, pattern):
