@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import signal
@@ -113,6 +114,16 @@ def test_resumed_run_equals_uninterrupted_run(pretrain, world, tmp_path):
     checkpoint = uninterrupted / "checkpoints" / "step_00000006"
     assert (checkpoint / "stream_state_0.json").exists() and (checkpoint / "model.safetensors").exists()
     assert not [name for name in os.listdir(uninterrupted / "checkpoints") if name.startswith(".tmp")]
+
+
+def test_bf16_mixed_precision_run_on_cpu(pretrain, world, tmp_path):
+    """`--mixed_precision bf16` (CPU autocast here; the GPU path of the same flag): finite losses, float32 weights."""
+    output_dir = tmp_path / "bf16"
+    arguments = small_run_arguments(output_dir, world, 3, "--mixed_precision", "bf16", "--skip_final_evaluation")
+    run_in_process(pretrain, arguments)
+    history = json.loads((output_dir / "loss_history.json").read_text())
+    assert len(history) == 3 and all(math.isfinite(point["loss"]) and point["loss"] > 0 for point in history)
+    assert {tensor.dtype for tensor in load_file(output_dir / "model.safetensors").values()} == {torch.float32}
 
 
 def read_sample_log(output_dir) -> list[dict]:
