@@ -718,7 +718,7 @@ def run_pipeline_demo(args, threshold: float = 0.3, num_images: int = 6, scale: 
     cell_height = max(tile.height for tile in tiles) + 8
     footer = (
         f"white: ground truth; colour: pipeline('zero-shot-object-detection') with all {len(labels)} labels, "
-        f"score >= {threshold}, best label per object"
+        f"score > {threshold}, best label per object"
     )
     grid = Image.new("RGB", (cell_width * min(columns, len(tiles)), cell_height * rows + 22), (255, 255, 255))
     for index, tile in enumerate(tiles):

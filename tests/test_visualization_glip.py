@@ -27,6 +27,24 @@ def test_draws_pipeline_output_and_applies_threshold():
     assert draw_detections(image, detections).getpixel((10, 40)) != (0, 0, 0)
 
 
+def test_label_near_the_right_edge_stays_inside_and_font_size_scales_it():
+    """A box at the right edge gets its label shifted left (not cut off); `font_size` sets the label height."""
+    image = PIL.Image.new("RGB", (200, 100), (0, 0, 0))
+    detections = [
+        {"score": 0.9, "label": "a long label name", "box": {"xmin": 180, "ymin": 40, "xmax": 199, "ymax": 90}}
+    ]
+
+    def label_rows_and_columns(drawn):
+        # The label box is filled above the detection box (rows < 40); the outline itself starts at row 40.
+        pixels = [(x, y) for y in range(40) for x in range(200) if drawn.getpixel((x, y)) != (0, 0, 0)]
+        return {y for _, y in pixels}, {x for x, _ in pixels}
+
+    rows, columns = label_rows_and_columns(draw_detections(image, detections, line_width=1))
+    assert min(columns) < 150 and max(columns) <= 199  # shifted left of xmin=180, inside the image
+    large_rows, _ = label_rows_and_columns(draw_detections(image, detections, line_width=1, font_size=24))
+    assert len(large_rows) > len(rows) + 8
+
+
 def test_bad_input():
     image = PIL.Image.new("RGB", (10, 10))
     with pytest.raises(TypeError, match="image"):

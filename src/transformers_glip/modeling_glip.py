@@ -32,7 +32,7 @@ from .modeling_glip_fusion import (
 )
 
 __all__ = [
-    "GLIPDeformableConvNorm",
+    "GLIPConvNorm",
     "GLIPDyConv",
     "GLIPDynamicHead",
     "GLIPDynamicHeadOutput",
@@ -178,7 +178,7 @@ class GLIPModulatedDeformConv(nn.Module):
         return output if autocast_enabled else output.to(input_dtype)
 
 
-class GLIPDeformableConvNorm(nn.Module):
+class GLIPConvNorm(nn.Module):
     """Modulated deformable 3x3 conv + GroupNorm (official `vldyhead.py::Conv3x3Norm` with GN); a plain 3x3 conv
     (with bias) when `config.head_use_deformable_conv` is off (`USE_DFCONV: False`)."""
 
@@ -247,9 +247,9 @@ class GLIPDyConv(nn.Module):
         # Index order of the official ModuleList: coarser level (stride 1), same level (stride 1), finer (stride 2).
         self.convs = nn.ModuleList(
             [
-                GLIPDeformableConvNorm(config, stride=1),
-                GLIPDeformableConvNorm(config, stride=1),
-                GLIPDeformableConvNorm(config, stride=2),
+                GLIPConvNorm(config, stride=1),
+                GLIPConvNorm(config, stride=1),
+                GLIPConvNorm(config, stride=2),
             ]
         )
         self.scale_attention = nn.Conv2d(channels, 1, kernel_size=1)
