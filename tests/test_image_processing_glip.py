@@ -10,13 +10,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers.modeling_outputs import BaseModelOutput
 
-from transformers_glip.image_processing_glip import GLIPImageProcessor, get_resize_output_size
+from transformers_glip.box_geometry_glip import GLIPBoxCoder, get_resize_output_size
+from transformers_glip.image_processing_glip import GLIPImageProcessor
 from transformers_glip.postprocessing_glip import post_process_grounded_detections
-
-try:
-    from transformers_glip.box_coding_glip import GLIPBoxCoder
-except ImportError:  # pragma: no cover - the box coder is written in parallel
-    GLIPBoxCoder = None
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_a"
 LEVELS = ["P3", "P4", "P5", "P6", "P7"]
@@ -39,27 +35,8 @@ def processor():
 
 
 def _decode(deltas, anchors):
-    """Legacy +1 box decoding (spec §7.2); used only when `GLIPBoxCoder` is not available."""
-    if GLIPBoxCoder is not None:
-        return GLIPBoxCoder((10.0, 10.0, 5.0, 5.0)).decode(deltas, anchors)
-    widths = anchors[..., 2] - anchors[..., 0] + 1
-    heights = anchors[..., 3] - anchors[..., 1] + 1
-    center_x = (anchors[..., 2] + anchors[..., 0]) / 2
-    center_y = (anchors[..., 3] + anchors[..., 1]) / 2
-    delta_x, delta_y = deltas[..., 0] / 10, deltas[..., 1] / 10
-    delta_w = torch.clamp(deltas[..., 2] / 5, max=np.log(1000.0 / 16))
-    delta_h = torch.clamp(deltas[..., 3] / 5, max=np.log(1000.0 / 16))
-    predicted_x, predicted_y = delta_x * widths + center_x, delta_y * heights + center_y
-    predicted_w, predicted_h = torch.exp(delta_w) * widths, torch.exp(delta_h) * heights
-    return torch.stack(
-        [
-            predicted_x - 0.5 * (predicted_w - 1),
-            predicted_y - 0.5 * (predicted_h - 1),
-            predicted_x + 0.5 * (predicted_w - 1),
-            predicted_y + 0.5 * (predicted_h - 1),
-        ],
-        dim=-1,
-    )
+    """Legacy +1 box decoding (spec §7.2) of the recorded deltas."""
+    return GLIPBoxCoder((10.0, 10.0, 5.0, 5.0)).decode(deltas, anchors)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 from transformers_glip import GLIPConfig
+from transformers_glip.box_geometry_glip import legacy_box_iou
 from transformers_glip.loss_glip import (
     GLIPLoss,
     atss_assign,
     generalized_iou_loss,
-    legacy_box_iou,
     token_sigmoid_focal_loss,
     torch_distributed_average,
 )

@@ -9,7 +9,8 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import BertTokenizer
 
-from transformers_glip.image_processing_glip import GLIPImageProcessor, get_resize_output_size
+from transformers_glip.box_geometry_glip import flip_boxes, get_resize_output_size, resize_boxes
+from transformers_glip.image_processing_glip import GLIPImageProcessor
 from transformers_glip.processing_glip import clean_label_name
 from transformers_glip.synthetic_shapes_glip import SyntheticShapesConfig, generate_synthetic_shapes
 from transformers_glip.training_data_glip import (
@@ -20,13 +21,10 @@ from transformers_glip.training_data_glip import (
     SkippedRecordCounter,
     coco_detection_source,
     detection_to_grounding,
-    flip_boxes,
     mdetr_grounding_source,
     odvg_source,
     pseudo_label_source,
-    resize_boxes,
     synthetic_shapes_source,
-    xywh_to_xyxy,
 )
 
 TOKENIZER_PATH = "tests/fixtures/tiny_a/bert"
@@ -106,7 +104,7 @@ def test_coco_reader(tmp_path):
     assert first["task"] == "detection" and first["labels"] == ["dog_(animal)"]  # crowd box dropped
     assert first["boxes"] == [[10.0, 5.0, 29.0, 14.0]]  # x2 = x + w - 1
     assert first["image"]["path"].endswith("a.png") and first["width"] == 64
-    assert by_id["coco:9"]["boxes"] == [xywh_to_xyxy([1.5, 2, 4, 6])]
+    assert by_id["coco:9"]["boxes"] == [[1.5, 2.0, 4.5, 7.0]]  # COCO [1.5, 2, 4, 6]: x2 = x + w - 1
 
 
 def test_mdetr_reader(tmp_path):
@@ -387,12 +385,13 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path, tokenizer, small_proc
         "unreadable_image": 2,
         "image_size_mismatch": 1,
         "box_outside_image": 1,
-        "degenerate_box": 1,
+        "no_boxes": 1,  # its only box is empty: the box is dropped (counted below), then the record has none
         "invalid_box": 1,
         "span_outside_caption": 1,
         "parse_error": 2,
     }
     assert stream.counter.records_seen == len(lines)
+    assert stream.counter.dropped_boxes["empty_box"] == 1
     assert "skipped 9" in stream.counter.summary()
     for sample in samples:
         assert torch.isfinite(sample["pixel_values"]).all() and sample["positive_map"].sum() > 0

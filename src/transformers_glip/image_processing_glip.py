@@ -20,7 +20,15 @@ import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 
-from .box_coding_glip import LEGACY_PIXEL_OFFSET
+from .box_geometry_glip import (
+    clip_boxes_to_image,
+    flip_boxes,
+    get_resize_output_size,
+    nonempty_box_mask,
+    padded_size,
+    resize_boxes,
+    xywh_to_xyxy,
+)
 from .postprocessing_glip import _as_size_pairs, post_process_grounded_detections
 
 __all__ = [
@@ -28,7 +36,6 @@ __all__ = [
     "GLIP_PIXEL_STD_BGR",
     "GLIPImageProcessor",
     "GLIPImageProcessorKwargs",
-    "get_resize_output_size",
 ]
 
 # Detectron's ImageNet statistics in B, G, R order on the 0-255 scale (`MODEL.PIXEL_MEAN/PIXEL_STD`). The network
@@ -55,26 +62,6 @@ class GLIPImageProcessorKwargs(ImagesKwargs, total=False):
     train_min_sizes: list[int]
     horizontal_flip_probability: float
     size_divisibility: int
-
-
-def get_resize_output_size(height: int, width: int, min_size: int, max_size: int | None) -> tuple[int, int]:
-    """Resized `(height, width)` of the official `Resize.get_size` (`transforms.py`, spec §2.1).
-
-    The short side becomes `min_size` unless the long side would then exceed `max_size`, in which case the short
-    side becomes `int(round(max_size * short / long))`; the long side is `int(size * long / short)` (truncation).
-    An image whose short side already equals that size is kept as is.
-    """
-    size = min_size
-    if max_size is not None:
-        min_original_size = float(min(width, height))
-        max_original_size = float(max(width, height))
-        if max_original_size / min_original_size * size > max_size:
-            size = int(round(max_size * min_original_size / max_original_size))
-    if (width <= height and width == size) or (height <= width and height == size):
-        return height, width
-    if width < height:
-        return int(size * height / width), size
-    return size, int(size * width / height)
 
 
 def _validate_positive_int(value: Any, name: str, allow_none: bool = False, allow_zero: bool = False) -> None:
@@ -313,24 +300,15 @@ class GLIPImageProcessor(BaseImageProcessor):
             kept_indices.append(object_index)
             boxes.append([float(value) for value in bbox])
             categories.append(int(category))
-        original_height, original_width = original_size
-        resized_height, resized_width = resized_size
-        boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)  # (num_boxes, 4) xywh
-        x1, y1, widths, heights = boxes.unbind(-1)
-        x2 = x1 + (widths - LEGACY_PIXEL_OFFSET).clamp(min=0)
-        y2 = y1 + (heights - LEGACY_PIXEL_OFFSET).clamp(min=0)
-        x1, x2 = x1.clamp(0, original_width - LEGACY_PIXEL_OFFSET), x2.clamp(0, original_width - LEGACY_PIXEL_OFFSET)
-        y1, y2 = y1.clamp(0, original_height - LEGACY_PIXEL_OFFSET), y2.clamp(0, original_height - LEGACY_PIXEL_OFFSET)
-        keep = (y2 > y1) & (x2 > x1)
-        ratio_width = float(resized_width) / float(original_width)
-        ratio_height = float(resized_height) / float(original_height)
-        x1, x2 = x1[keep] * ratio_width, x2[keep] * ratio_width
-        y1, y2 = y1[keep] * ratio_height, y2[keep] * ratio_height
+        boxes = xywh_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))  # (num_boxes, 4) xyxy
+        boxes = clip_boxes_to_image(boxes, original_size[0], original_size[1])
+        keep = nonempty_box_mask(boxes)
+        boxes = resize_boxes(boxes[keep], original_size, resized_size)
         if flipped:
-            x1, x2 = resized_width - x2 - LEGACY_PIXEL_OFFSET, resized_width - x1 - LEGACY_PIXEL_OFFSET
+            boxes = flip_boxes(boxes, resized_size[1])
         return {
             "image_id": annotations.get("image_id"),
-            "boxes": torch.stack([x1, y1, x2, y2], dim=-1),  # (num_kept, 4) xyxy network-input pixels
+            "boxes": boxes,  # (num_kept, 4) xyxy network-input pixels
             "class_labels": torch.tensor(categories, dtype=torch.long)[keep],
             "annotation_indices": torch.tensor(kept_indices, dtype=torch.long)[keep],
             "original_size": torch.tensor(original_size, dtype=torch.long),
@@ -459,11 +437,9 @@ class GLIPImageProcessor(BaseImageProcessor):
                     )
                 )
 
-        max_height = max(size[0] for size in image_sizes)
-        max_width = max(size[1] for size in image_sizes)
-        if size_divisibility > 0:
-            max_height = int(math.ceil(max_height / size_divisibility) * size_divisibility)
-            max_width = int(math.ceil(max_width / size_divisibility) * size_divisibility)
+        max_height, max_width = padded_size(
+            max(size[0] for size in image_sizes), max(size[1] for size in image_sizes), size_divisibility
+        )
         pixel_values = torch.zeros((len(normalized_images), 3, max_height, max_width), dtype=torch.float32)
         for image_index, tensor in enumerate(normalized_images):
             pixel_values[image_index, :, : tensor.shape[1], : tensor.shape[2]] = tensor

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .box_coding_glip import LEGACY_PIXEL_OFFSET, GLIPBoxCoder
+from .box_geometry_glip import GLIPBoxCoder, legacy_box_iou
 from .configuration_glip import GLIPConfig
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "centerness_loss",
     "compute_centerness_targets",
     "generalized_iou_loss",
-    "legacy_box_iou",
     "token_sigmoid_focal_loss",
     "torch_distributed_average",
 ]
@@ -53,25 +52,6 @@ def torch_distributed_average(tensor: torch.Tensor) -> torch.Tensor:
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
         return tensor / torch.distributed.get_world_size()
     return tensor
-
-
-def legacy_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU with the legacy "+1" pixel convention (official `structures/boxlist_ops.py::boxlist_iou`).
-
-    Args:
-        boxes1: `(num_boxes1, 4)` xyxy.
-        boxes2: `(num_boxes2, 4)` xyxy, same frame.
-
-    Returns:
-        `(num_boxes1, num_boxes2)` IoU, widths `x2 - x1 + 1`.
-    """
-    area1 = (boxes1[:, 2] - boxes1[:, 0] + LEGACY_PIXEL_OFFSET) * (boxes1[:, 3] - boxes1[:, 1] + LEGACY_PIXEL_OFFSET)
-    area2 = (boxes2[:, 2] - boxes2[:, 0] + LEGACY_PIXEL_OFFSET) * (boxes2[:, 3] - boxes2[:, 1] + LEGACY_PIXEL_OFFSET)
-    top_left = torch.max(boxes1[:, None, :2], boxes2[:, :2])  # (num_boxes1, num_boxes2, 2)
-    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])  # (num_boxes1, num_boxes2, 2)
-    intersection_size = (bottom_right - top_left + LEGACY_PIXEL_OFFSET).clamp(min=0)
-    intersection = intersection_size[..., 0] * intersection_size[..., 1]
-    return intersection / (area1[:, None] + area2 - intersection)
 
 
 def atss_assign(

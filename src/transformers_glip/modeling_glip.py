@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .box_coding_glip import GLIPBoxCoder, generate_anchors
+from .box_geometry_glip import GLIPBoxCoder, generate_anchors
 from .configuration_glip import GLIPConfig
 from .loss_glip import GLIPLoss
 from .modeling_glip_backbone import GLIPFeaturePyramid, GLIPSwinAttention, GLIPSwinBackbone

@@ -25,19 +25,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import box_iou
 
-from .box_coding_glip import LEGACY_PIXEL_OFFSET
+from .box_geometry_glip import LEGACY_PIXEL_OFFSET, class_aware_nms, clip_boxes_to_image, resize_boxes
 
 __all__ = [
     "CHUNK_MERGE_MODES",
     "compute_label_scores",
     "select_level_candidates",
-    "clip_boxes_to_image",
-    "class_aware_nms",
     "cross_chunk_suppression",
     "keep_top_detections",
-    "rescale_boxes",
     "post_process_grounded_detections",
     "merge_chunk_detections",
     "positive_map_to_token_lists",
@@ -132,13 +129,6 @@ def compute_label_scores(token_logits: torch.Tensor, positive_map: torch.Tensor)
     return torch.matmul(probabilities, binary_map.transpose(0, 1)) / token_counts
 
 
-def clip_boxes_to_image(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:
-    """Clip `(num_boxes, 4)` xyxy boxes to `[0, width - 1] x [0, height - 1]` (`BoxList.clip_to_image`, +1 rule)."""
-    boxes_x = boxes[:, 0::2].clamp(min=0, max=width - LEGACY_PIXEL_OFFSET)
-    boxes_y = boxes[:, 1::2].clamp(min=0, max=height - LEGACY_PIXEL_OFFSET)
-    return torch.stack([boxes_x[:, 0], boxes_y[:, 0], boxes_x[:, 1], boxes_y[:, 1]], dim=-1)
-
-
 def select_level_candidates(
     label_scores: torch.Tensor,
     centerness_logits: torch.Tensor,
@@ -181,36 +171,6 @@ def select_level_candidates(
     }
 
 
-def class_aware_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float = 0.6
-) -> torch.Tensor:
-    """Greedy NMS within each label with the legacy "+1" IoU (official `ml_nms`); labels never suppress each other.
-
-    The official kernel uses areas `(x2 - x1 + 1) * (y2 - y1 + 1)` and intersections `(min x2 - max x1 + 1)`, which is
-    torchvision's IoU on boxes whose `x2, y2` are shifted by +1. Each label runs its own `torchvision.ops.nms` on
-    the unshifted-magnitude coordinates (torchvision's coordinate-offset trick for batches would lose float32
-    precision on large label ids).
-
-    Args:
-        boxes (`torch.Tensor` of shape `(num_boxes, 4)`): xyxy boxes (+1 convention).
-        scores (`torch.Tensor` of shape `(num_boxes,)`), labels (`torch.Tensor` of shape `(num_boxes,)`).
-
-    Returns:
-        `torch.LongTensor` of the kept indices, sorted by decreasing score (stable).
-    """
-    if boxes.numel() == 0:
-        return torch.zeros((0,), dtype=torch.long, device=boxes.device)
-    shifted_boxes = boxes.clone()
-    shifted_boxes[:, 2:] += LEGACY_PIXEL_OFFSET
-    keep_mask = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)
-    for label in torch.unique(labels).tolist():
-        label_indices = torch.nonzero(labels == label).flatten()
-        kept = nms(shifted_boxes[label_indices], scores[label_indices], float(iou_threshold))
-        keep_mask[label_indices[kept]] = True
-    keep = torch.nonzero(keep_mask).flatten()
-    return keep[torch.argsort(scores[keep], descending=True, stable=True)]
-
-
 def keep_top_detections(scores: torch.Tensor, max_detections: int = 100) -> torch.Tensor:
     """Boolean mask keeping the `max_detections` best scores, with ties at the threshold all kept (official
     `kthvalue` cut of `ATSSPostProcessor.select_over_all_levels`). `max_detections <= 0` keeps everything."""
@@ -219,21 +179,6 @@ def keep_top_detections(scores: torch.Tensor, max_detections: int = 100) -> torc
         return torch.ones(number, dtype=torch.bool, device=scores.device)
     threshold, _ = torch.kthvalue(scores.float().cpu(), number - max_detections + 1)
     return scores >= threshold.to(device=scores.device, dtype=scores.dtype)
-
-
-def rescale_boxes(boxes: torch.Tensor, from_size: tuple[float, float], to_size: tuple[float, float]) -> torch.Tensor:
-    """`BoxList.resize`: multiply x by `to_width / from_width` and y by `to_height / from_height` (no +-1).
-
-    Args:
-        boxes (`torch.Tensor` of shape `(num_boxes, 4)`): xyxy boxes in the `from_size` frame.
-        from_size, to_size (`tuple`): `(height, width)` of the source and target frames.
-    """
-    ratio_height = float(to_size[0]) / float(from_size[0])
-    ratio_width = float(to_size[1]) / float(from_size[1])
-    ratios = torch.tensor(
-        [ratio_width, ratio_height, ratio_width, ratio_height], dtype=boxes.dtype, device=boxes.device
-    )
-    return boxes * ratios
 
 
 def _per_image_positive_maps(positive_map, batch_size: int) -> list[torch.Tensor]:
@@ -367,7 +312,7 @@ def post_process_grounded_detections(
             keep = scores > score_threshold
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         if target_sizes is not None:
-            boxes = rescale_boxes(boxes, image_sizes[image_index], target_sizes[image_index])
+            boxes = resize_boxes(boxes, image_sizes[image_index], target_sizes[image_index])
         result = {"boxes": boxes, "scores": scores, "labels": labels}
         if return_candidates:
             sorted_candidates = []

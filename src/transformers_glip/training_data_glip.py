@@ -25,8 +25,9 @@ splits the stream across processes with `datasets.distributed.split_dataset_by_n
 also be sharded by Accelerate: don't pass it to `accelerator.prepare`, or use `dispatch_batches=False` without
 `split_dataset_by_node` -- never both), and applies [`GLIPTrainingTransform`]:
 
-1. validation: unreadable image, annotated size != decoded size, malformed / outside / degenerate box, span
-   outside the caption, unknown category -> the record is skipped and counted in a [`SkippedRecordCounter`];
+1. validation: unreadable image, annotated size != decoded size, malformed / outside box, span
+   outside the caption, unknown category -> the record is skipped and counted in a [`SkippedRecordCounter`]; an
+   empty box (official `clip_to_image(remove_empty=True)`) is dropped and counted, the image kept;
 2. detection records become grounding prompts with the official negative-class sampling
    ([`detection_to_grounding`], spec §3.7);
 3. multi-scale resize (short side drawn from the image processor's `train_min_sizes`, long side <= `max_size`) and
@@ -64,6 +65,14 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from .box_geometry_glip import (
+    LEGACY_PIXEL_OFFSET,
+    flip_boxes,
+    nonempty_box_mask,
+    padded_size,
+    resize_boxes,
+    xywh_to_xyxy,
+)
 from .image_processing_glip import GLIPImageProcessor
 from .processing_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name, create_positive_map
 
@@ -77,19 +86,12 @@ __all__ = [
     "SkippedRecordCounter",
     "coco_detection_source",
     "detection_to_grounding",
-    "flip_boxes",
     "grounding_record_features",
     "mdetr_grounding_source",
     "odvg_source",
     "pseudo_label_source",
-    "resize_boxes",
     "synthetic_shapes_source",
-    "xywh_to_xyxy",
 ]
-
-# Detectron-era boxes are inclusive pixel ranges: a box [x1, x2] is `x2 - x1 + 1` pixels wide (official
-# `BoxList.convert("xyxy")` and `BoxList.transpose` subtract this when converting / flipping).
-LEGACY_PIXEL_OFFSET = 1.0
 
 # `__background__` is index 0 of the official `ind_to_class`; it may be sampled as a negative (spec §3.7).
 BACKGROUND_CATEGORY = "__background__"
@@ -101,13 +103,12 @@ RECORD_SKIP_REASONS = (
     "image_size_mismatch",
     "invalid_box",
     "box_outside_image",
-    "degenerate_box",
     "span_outside_caption",
     "unknown_category",
     "no_boxes",
 )
 # ... and reasons single boxes are dropped from an otherwise valid record (filters, not corruption).
-BOX_DROP_REASONS = ("low_score", "prompt_overflow", "truncated_phrase")
+BOX_DROP_REASONS = ("empty_box", "low_score", "prompt_overflow", "truncated_phrase")
 
 
 def grounding_record_features():
@@ -213,33 +214,6 @@ class SkippedRecordCounter:
         return f"records seen {self.records_seen}, skipped {self.num_skipped} ({skipped}); boxes dropped: {dropped}"
 
 
-# ----------------------------------------------------------------------------------------------- geometry
-
-
-def xywh_to_xyxy(box: Sequence[float]) -> list[float]:
-    """COCO `[x, y, w, h]` -> inclusive xyxy `[x, y, x + w - 1, y + h - 1]` (official `BoxList.convert`)."""
-    x, y, width, height = (float(value) for value in box)
-    return [x, y, x + width - LEGACY_PIXEL_OFFSET, y + height - LEGACY_PIXEL_OFFSET]
-
-
-def resize_boxes(boxes: torch.Tensor, original_size: tuple[int, int], new_size: tuple[int, int]) -> torch.Tensor:
-    """Scale `(n, 4)` xyxy boxes from `original_size` to `new_size` (both `(height, width)`), official
-    `BoxList.resize`: every coordinate is multiplied by the size ratio of its axis (no +1 adjustment)."""
-    ratio_height = new_size[0] / original_size[0]
-    ratio_width = new_size[1] / original_size[1]
-    scale = torch.tensor([ratio_width, ratio_height, ratio_width, ratio_height], dtype=boxes.dtype)
-    return boxes * scale
-
-
-def flip_boxes(boxes: torch.Tensor, image_width: int) -> torch.Tensor:
-    """Horizontally flip `(n, 4)` inclusive xyxy boxes: `x1' = W - x2 - 1`, `x2' = W - x1 - 1`
-    (official `BoxList.transpose(FLIP_LEFT_RIGHT)` with `TO_REMOVE = 1`)."""
-    flipped = boxes.clone()
-    flipped[:, 0] = image_width - boxes[:, 2] - LEGACY_PIXEL_OFFSET
-    flipped[:, 2] = image_width - boxes[:, 0] - LEGACY_PIXEL_OFFSET
-    return flipped
-
-
 # ----------------------------------------------------------------------------------------------- od -> grounding
 
 
@@ -339,7 +313,7 @@ def _as_box(values, convert_xywh: bool) -> list[float]:
         return [math.nan] * 4
     if len(numbers) != 4:
         return [math.nan] * 4
-    return xywh_to_xyxy(numbers) if convert_xywh else numbers
+    return xywh_to_xyxy(torch.tensor(numbers, dtype=torch.float64)).tolist() if convert_xywh else numbers
 
 
 def _empty_record(sample_id: str, source: str, task: str) -> dict:
@@ -784,12 +758,19 @@ class GLIPTrainingTransform:
         scores = list(record.get("scores") or [1.0] * len(boxes))
         if len(scores) != len(boxes):
             raise _RecordError("invalid_box")
+        # Official `clip_to_image(remove_empty=True)`: an empty box (x2 <= x1 or y2 <= y1, e.g. a COCO box under one
+        # pixel wide) is dropped and counted; the image and its other boxes are kept.
+        nonempty = nonempty_box_mask(boxes)
+        counter.drop_boxes("empty_box", int((~nonempty).sum()))
+        nonempty_indices = torch.nonzero(nonempty).flatten().tolist()
 
         if record["task"] == "detection":
             vocabulary = source.vocabulary or []
             labels = list(record["labels"])
             if len(labels) != len(boxes) or any(label not in vocabulary for label in labels):
                 raise _RecordError("unknown_category")
+            boxes, labels = boxes[nonempty], [labels[index] for index in nonempty_indices]
+            scores = [scores[index] for index in nonempty_indices]
             keep = self._score_filter(scores, source, counter)
             boxes, labels = boxes[keep], [labels[index] for index in keep.tolist()]
             if len(labels) == 0:
@@ -816,6 +797,8 @@ class GLIPTrainingTransform:
             for entry in spans:
                 if not entry or any(not 0 <= begin < end <= len(caption) for begin, end in entry):
                     raise _RecordError("span_outside_caption")
+            boxes, spans = boxes[nonempty], [spans[index] for index in nonempty_indices]
+            scores = [scores[index] for index in nonempty_indices]
             keep = self._score_filter(scores, source, counter)
             boxes, spans = boxes[keep], [spans[index] for index in keep.tolist()]
         if len(spans) == 0:
@@ -884,9 +867,6 @@ class GLIPTrainingTransform:
             raise _RecordError("box_outside_image")
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, max_x)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, max_y)
-        # Official `clip_to_image(remove_empty=True)` keeps boxes with x2 > x1 and y2 > y1.
-        if not bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()):
-            raise _RecordError("degenerate_box")
         return boxes
 
     @staticmethod
@@ -1061,9 +1041,7 @@ class GLIPTrainingCollator:
     def __call__(self, samples: list[dict]) -> dict:
         max_height = max(sample["pixel_values"].shape[1] for sample in samples)
         max_width = max(sample["pixel_values"].shape[2] for sample in samples)
-        divisor = self.size_divisibility
-        padded_height = int(math.ceil(max_height / divisor) * divisor)
-        padded_width = int(math.ceil(max_width / divisor) * divisor)
+        padded_height, padded_width = padded_size(max_height, max_width, self.size_divisibility)
         pixel_values = torch.zeros((len(samples), 3, padded_height, padded_width), dtype=torch.float32)
         for index, sample in enumerate(samples):
             _, height, width = sample["pixel_values"].shape
