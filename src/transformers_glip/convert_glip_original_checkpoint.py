@@ -1265,7 +1265,7 @@ def convert_checkpoint(
         if part is not None:
             part.save_pretrained(output_dir)
     # `auto_map` + a shim re-exporting the package classes: loads with `trust_remote_code=True` without the import.
-    from .pipeline_glip import add_remote_code_files
+    from .hub_glip import add_remote_code_files
 
     add_remote_code_files(output_dir)
     logger.info("Saved the converted model to %s", output_dir)
