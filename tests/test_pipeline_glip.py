@@ -451,3 +451,49 @@ def test_push_to_hub_uploads_after_the_remote_code_files_are_written(tiny_a_dir,
     GLIPProcessor.from_pretrained(tiny_a_dir).save_pretrained(tmp_path / "processor-out", push_to_hub=True)
     assert uploads and uploads[0]["repo_id"] == "user/processor-out"  # the folder name, as transformers does
     assert {"glip_shim.py", "processor_config.json"} <= set(uploads[0]["files"])
+
+
+# images that cannot be loaded ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_http_server():
+    """A loopback server: `/missing.png` answers 404, `/slow.png` never answers, `/text.png` sends no image."""
+    import http.server
+    import threading
+
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/slow.png":
+                release.wait(10)  # bounded: the test's timeout is far shorter
+                return
+            if self.path == "/text.png":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"this is not an image")
+                return
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_unloadable_images_name_the_input(small_detector, local_http_server, tmp_path):
+    with pytest.raises(ValueError, match=r"missing\.png' answered HTTP 404"):
+        small_detector(f"{local_http_server}/missing.png", candidate_labels=LABELS)
+    with pytest.raises(ValueError, match=r"could not download .*slow\.png"):
+        small_detector(f"{local_http_server}/slow.png", candidate_labels=LABELS, timeout=0.5)
+    with pytest.raises(ValueError, match=r"text\.png' is not a readable image"):
+        small_detector(f"{local_http_server}/text.png", candidate_labels=LABELS)
+    with pytest.raises(ValueError, match="neither an existing file nor an http"):
+        small_detector(str(tmp_path / "nowhere.png"), candidate_labels=LABELS)

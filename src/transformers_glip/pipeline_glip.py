@@ -14,11 +14,15 @@ pipeline (every method delegates to it), so `import transformers_glip` can make 
 
 from __future__ import annotations
 
+import io
+import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import PIL.Image
-from transformers.image_utils import load_image
+import PIL.ImageOps
 from transformers.pipelines.zero_shot_object_detection import ZeroShotObjectDetectionPipeline
 from transformers.utils import logging
 
@@ -30,7 +34,9 @@ from .processing_glip import GLIPProcessor, _validate_label_list
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "DEFAULT_URL_TIMEOUT",
     "GLIPZeroShotObjectDetectionPipeline",
+    "load_image_reference",
     "register_glip_pipeline",
 ]
 
@@ -40,6 +46,43 @@ STOCK_PIPELINE_IMPL = "transformers.pipelines.zero_shot_object_detection.ZeroSho
 # Keyword arguments the GLIP path understands at call time (on top of `batch_size` and `num_workers`).
 _PREPROCESS_PARAMETERS = ("timeout", "chunk_size")
 _POSTPROCESS_PARAMETERS = ("threshold", "top_k", "merge_mode")
+
+
+# Seconds a URL image may take when the call gives no `timeout` (no timeout at all could wait forever).
+DEFAULT_URL_TIMEOUT = 30.0
+
+
+def load_image_reference(image: Any, timeout: float | None, name: str) -> PIL.Image.Image:
+    """A path, an http(s) URL or a `PIL.Image.Image` -> an RGB image, with an error that names the input.
+
+    A URL that answers with an error status (404, ...) or with bytes that are no image, a URL that does not answer
+    within `timeout` seconds (`DEFAULT_URL_TIMEOUT` when None) and a path that is not a file raise `ValueError`.
+    """
+    if isinstance(image, PIL.Image.Image):
+        return image.convert("RGB")
+    if image.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(
+                image, timeout=DEFAULT_URL_TIMEOUT if timeout is None else timeout
+            ) as response:
+                content = io.BytesIO(response.read())
+        except urllib.error.HTTPError as error:
+            raise ValueError(
+                f"`{name}`: {image!r} answered HTTP {error.code} {error.reason}; check the URL."
+            ) from error
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            raise ValueError(f"`{name}`: could not download {image!r} ({type(error).__name__}: {error}).") from error
+        source = image
+    elif os.path.isfile(image):
+        source, content = image, image
+    else:
+        raise ValueError(f"`{name}`: {image!r} is neither an existing file nor an http(s) URL.")
+    try:
+        loaded = PIL.Image.open(content)
+        loaded = PIL.ImageOps.exif_transpose(loaded)
+        return loaded.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"`{name}`: {source!r} is not a readable image ({error}).") from error
 
 
 def _split_label_string(labels: str) -> list[str]:
@@ -217,7 +260,10 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
     def _run_requests(
         self, requests: list[tuple[Any, list[str]]], batch_size: int, parameters: dict[str, Any]
     ) -> list[list[dict[str, Any]]]:
-        images = [load_image(image, timeout=parameters.get("timeout")) for image, _ in requests]
+        images = [
+            load_image_reference(image, parameters.get("timeout"), f"image[{index}]")
+            for index, (image, _) in enumerate(requests)
+        ]
         label_lists = [labels for _, labels in requests]
         results = detect(
             self.model,
