@@ -221,6 +221,8 @@ def convert_checkpoint(
         settings_source = f"variant {variant}"
         tokenizer_name = text_model or "bert-base-uncased"
     check_config_matches_state_dict(config, state_dict)
+    tokenizer = load_text_tokenizer(tokenizer_name, required=text_model is not None)
+    processor = _build_processor(processor_settings, tokenizer, config.max_text_length, settings_source)
 
     model = GLIPForGrounding(config)
     converted = convert_state_dict(
@@ -230,8 +232,6 @@ def convert_checkpoint(
     model.eval()
     if verify_against is not None:
         verify_against_reference(model, verify_against, verify_inputs, tolerance=verify_tolerance)
-    tokenizer = load_text_tokenizer(tokenizer_name, required=text_model is not None)
-    processor = _build_processor(processor_settings, tokenizer, config.max_text_length, settings_source)
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)

@@ -51,7 +51,7 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "Python objects besides tensors (e.g. mmengine's `message_hub`) must first be reduced to their "
             "weights, e.g. with mmdetection's tools/model_converters/publish_model.py."
         ) from error
-    except (EOFError, RuntimeError, KeyError, ValueError) as error:  # what a cut-off or foreign file raises
+    except Exception as error:  # a cut-off or foreign file: EOFError, RuntimeError, KeyError, IndexError, ...
         raise ValueError(
             f"Checkpoint {path} ({path.stat().st_size} bytes) could not be read: it is truncated or not a file "
             f"written by torch.save ({type(error).__name__}: {error}). Fetch the .pth file again."

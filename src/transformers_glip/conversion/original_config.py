@@ -256,7 +256,10 @@ IMAGE_PROCESSOR_SETTING_YAML_KEYS: dict[str, str] = {
 
 # Element kind of list defaults that are empty in `OFFICIAL_CONFIG_DEFAULTS`, and keys that also take another form.
 _LIST_ELEMENT_KINDS: dict[str, str] = {"AUGMENT.MULT_MIN_SIZE_TRAIN": "integer"}
-_ALSO_ACCEPTED_KINDS: dict[str, str] = {"INPUT.MIN_SIZE_TRAIN": "list of integer", "MODEL.SWINT.MLP_RATIO": "number"}
+_ALSO_ACCEPTED_KINDS: dict[str, str] = {
+    "INPUT.MIN_SIZE_TRAIN": "list of integer",
+    "MODEL.SWINT.MLP_RATIO": "finite number",
+}
 
 
 def image_processor_settings_from_variant(variant: str) -> dict:
@@ -336,13 +339,13 @@ def check_known_yaml_keys(overrides: Mapping, source: str | Path = "the yaml") -
 
 
 def _kind_of(default) -> str:
-    """Kind of value a default asks for: "boolean", "integer", "number", "string" or "list of <kind>"."""
+    """Kind of value a default asks for: "boolean", "integer", "finite number", "string" or "list of <kind>"."""
     if isinstance(default, bool):
         return "boolean"
     if isinstance(default, int):
         return "integer"
     if isinstance(default, float):
-        return "number"
+        return "finite number"
     if isinstance(default, str):
         return "string"
     return "list of " + (_kind_of(default[0]) if default else "value")
@@ -353,7 +356,7 @@ def _has_kind(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
+    if kind == "finite number":
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "string":
         return isinstance(value, str)
@@ -383,9 +386,7 @@ def _check_value_types(merged: Mapping, source: str | Path) -> None:
             kind = "list of " + _LIST_ELEMENT_KINDS[dotted_key]
         kinds = [kind] + ([_ALSO_ACCEPTED_KINDS[dotted_key]] if dotted_key in _ALSO_ACCEPTED_KINDS else [])
         if not any(_has_kind(value, accepted) for accepted in kinds):
-            problems.append(
-                f"{dotted_key} = {value!r}: expected a finite {' or a '.join(kinds)} (default {default!r})"
-            )
+            problems.append(f"{dotted_key} = {value!r}: expected {' or '.join(kinds)} (default {default!r})")
     if problems:
         raise ValueError(f"{source}: values of the wrong type:\n  " + "\n  ".join(problems))
 
@@ -550,7 +551,7 @@ def config_from_original_yaml(path: str | Path, text_config: BertConfig | dict |
             if re.search(rf"\b{re.escape(field_name.removeprefix('backbone_config.'))}\b", message)
         ]
         keys = ("; yaml keys: " + ", ".join(named)) if named else ""
-        raise ValueError(f"Invalid value in the official config {path}: {message}{keys}") from error
+        raise ValueError(f"Invalid value in the official config {path}: {message.rstrip('.')}{keys}") from error
 
 
 def image_processor_settings_from_original_yaml(path: str | Path) -> dict:

@@ -112,9 +112,15 @@ def load_text_tokenizer(name: str | Path, required: bool):
         try:
             return AutoTokenizer.from_pretrained(str(source))
         except Exception as error:  # the Rust tokenizers library raises plain `Exception` for a malformed file
+            files = (
+                [str(source / file) for file in (*TEXT_MODEL_JSON_FILES[1:], "vocab.txt") if (source / file).is_file()]
+                if isinstance(source, Path)
+                else []
+            )
             raise ValueError(
-                f"Could not load the tokenizer of {source} ({type(error).__name__}: {error}). Check its tokenizer "
-                f"files. {_LOCAL_FOLDER_HINT}"
+                f"Could not load the tokenizer of {source} ({type(error).__name__}: {error})"
+                + (f"; one of these files is malformed: {', '.join(files)}" if files else "")
+                + f". {_LOCAL_FOLDER_HINT}"
             ) from error
     except ValueError as error:
         if required:
