@@ -915,3 +915,13 @@ def test_reconversion_replaces_an_earlier_output_and_failure_keeps_it(tmp_path, 
     main(_arguments(TINY_A / "mmdet_checkpoint.pth", output))  # no --overwrite needed
     assert _files(output) == _files(converted_tiny_a)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["glip", "nan.pth"]
+
+
+def test_an_existing_empty_output_folder_is_kept_and_filled(tmp_path, converted_tiny_a):
+    output = tmp_path / "mounted"
+    output.mkdir()
+    inode = output.stat().st_ino
+    main(_arguments(TINY_A / "checkpoint.pth", output))
+    assert output.stat().st_ino == inode  # the same folder (e.g. a mount point), not a replacement
+    assert _files(output) == _files(converted_tiny_a)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mounted"]

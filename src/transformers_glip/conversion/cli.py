@@ -117,8 +117,8 @@ def _write_folder(output_dir: Path, write: Callable[[Path], None]) -> None:
     """Run `write(staging)` on a new sibling folder of `output_dir`, then make it `output_dir` (replacing the old).
 
     The swap is two renames inside the same parent (old folder aside, new folder in place), so the output folder
-    is never a mix of old and new files; the old folder is then deleted. On failure the staging folder is removed
-    and `output_dir` is left as it was.
+    is never a mix of old and new files; the old folder is then deleted. An existing empty `output_dir` is kept and
+    receives the files. On failure the staging folder is removed and `output_dir` is left as it was.
     """
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
@@ -128,6 +128,11 @@ def _write_folder(output_dir: Path, write: Callable[[Path], None]) -> None:
         write(staging)
         if not output_dir.exists():
             staging.rename(output_dir)
+            return
+        if not any(output_dir.iterdir()):  # keep an empty folder itself (a mount point, a caller's temp folder)
+            for entry in staging.iterdir():
+                entry.rename(output_dir / entry.name)
+            staging.rmdir()
             return
         previous = output_dir.parent / f".{output_dir.name}.replaced-{token}"
         output_dir.rename(previous)

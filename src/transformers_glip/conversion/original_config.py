@@ -485,8 +485,10 @@ def config_from_original_yaml(path: str | Path, text_config: BertConfig | dict |
         text_config: BERT sizes (the yaml only names the text model); `None` means bert-base-uncased.
 
     Raises:
-        ValueError: when the yaml describes a model this package does not implement, or its sizes are inconsistent
-            (e.g. `LANG_DIM` differs from the BERT hidden size, `SWINT.OUT_CHANNELS` from `EMBED_DIM * 2**i`).
+        ValueError: naming the yaml key, when the yaml holds an unknown key or a value of the wrong type
+            (`load_original_yaml`), describes a model this package does not implement, has inconsistent sizes (e.g.
+            `LANG_DIM` differs from the BERT hidden size, `SWINT.OUT_CHANNELS` from `EMBED_DIM * 2**i`) or a value
+            `GLIPConfig` refuses (e.g. `MODEL.ATSS.NMS_TH: 1.5`; the fields are listed in `CONFIG_FIELD_YAML_KEYS`).
     """
     original_config = load_original_yaml(path)
     _check_supported(original_config)
