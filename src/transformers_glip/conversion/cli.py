@@ -211,8 +211,7 @@ def convert_checkpoint(
         raise ValueError("Pass exactly one of `original_config` (an official yaml) and `variant`.")
     output_dir = Path(output_dir)
     check_output_folder(output_dir, overwrite=overwrite)
-    state_dict = to_original_layout(load_original_state_dict(checkpoint_path))
-    text_config = text_config_from_pretrained(text_model)
+    text_config = text_config_from_pretrained(text_model)  # the small inputs first: fail before reading the weights
     if original_config is not None:
         config = config_from_original_yaml(original_config, text_config=text_config)
         processor_settings = image_processor_settings_from_original_yaml(original_config)
@@ -225,9 +224,10 @@ def convert_checkpoint(
         processor_settings = image_processor_settings_from_variant(variant)
         settings_source = f"variant {variant}"
         tokenizer_name = text_model or "bert-base-uncased"
-    check_config_matches_state_dict(config, state_dict)
     tokenizer = load_text_tokenizer(tokenizer_name, required=text_model is not None)
     processor = _build_processor(processor_settings, tokenizer, config.max_text_length, settings_source)
+    state_dict = to_original_layout(load_original_state_dict(checkpoint_path))
+    check_config_matches_state_dict(config, state_dict)
 
     model = GLIPForGrounding(config)
     converted = convert_state_dict(
