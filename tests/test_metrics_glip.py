@@ -422,8 +422,30 @@ def test_coco_summary_equals_pycocotools_summarize():
     assert {name: ours[name] for name in reference} == pytest.approx(reference, abs=1e-12)
 
 
-def test_coco_detection_budget_names_the_recall():
-    metric = GLIPCocoMetric(COCO_GROUND_TRUTH, max_detections=5)
-    results = metric.compute(predictions=perfect_coco_predictions(), references=[1, 2])
-    assert results["AR5"] == pytest.approx(1.0, abs=EXACT)
-    assert "AR100" not in results
+def test_coco_detection_budget_is_per_image():
+    # Budget 2 per image: image 1 keeps its two best detections, a square false positive (0.95, another category)
+    # and the small circle (0.9); the medium circle (0.8) is cut -> circle recall 1/2 at every IoU; the ranked circle
+    # detections are one TP -> precision 1 up to recall 1/2, 0 beyond: 51 of 101 recall thresholds -> 51/101.
+    predictions = perfect_coco_predictions()
+    predictions[0] = {
+        "boxes": torch.cat([inclusive([[150, 150, 20, 20]]), predictions[0]["boxes"]]),
+        "scores": torch.tensor([0.95, 0.9, 0.8]),
+        "labels": torch.tensor([1, 0, 0]),
+    }
+    results = GLIPCocoMetric(COCO_GROUND_TRUTH, max_detections=2).compute(predictions=predictions, references=[1, 2])
+    assert results["per_category"]["circle"] == pytest.approx(51 / 101)
+    assert results["AR2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert "AR100" not in results and "AR10" not in results
+    # With the default budget nothing is cut: the square FP ranks above the square TP -> square AP 1/2.
+    results = GLIPCocoMetric(COCO_GROUND_TRUTH).compute(predictions=predictions, references=[1, 2])
+    assert results["per_category"] == pytest.approx({"circle": 1.0, "square": 0.5})
+
+
+def test_coco_order_of_images_and_extra_keys_do_not_matter():
+    predictions = perfect_coco_predictions()
+    predictions[1]["boxes"] = inclusive([[20, 0, 100, 100]])
+    for prediction in predictions:
+        prediction["text_labels"] = ["whatever"] * len(prediction["labels"])  # `detect` adds the names
+    forward = GLIPCocoMetric(COCO_GROUND_TRUTH).compute(predictions=predictions, references=[1, 2])
+    backward = GLIPCocoMetric(COCO_GROUND_TRUTH).compute(predictions=predictions[::-1], references=[2, 1])
+    assert forward == backward

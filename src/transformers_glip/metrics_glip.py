@@ -207,10 +207,14 @@ def _run_cocoeval(
     ground_truth: COCO,
     detections: list[dict],
     image_ids: list[int],
-    max_detections: tuple[int, int, int],
+    budget: int,
     not_exhaustive: set[tuple[int, int]] | None = None,
 ) -> COCOeval:
-    """`COCOeval` (bbox) on `image_ids`, with optional LVIS not-exhaustive ignoring; returns the accumulated eval."""
+    """`COCOeval` (bbox) on `image_ids`, with optional LVIS not-exhaustive ignoring; returns the accumulated eval.
+
+    `budget` is the per-(image, category) detection cap of `COCOeval` and the budget of the summary; recalls are
+    also accumulated at 1 and 10 detections when below it (`params.maxDets`, which pycocotools sorts).
+    """
     results = {
         "images": ground_truth.dataset["images"],
         "categories": ground_truth.dataset["categories"],
@@ -221,7 +225,7 @@ def _run_cocoeval(
     }
     evaluator = COCOeval(ground_truth, _coco_from_dataset(results), iouType="bbox")
     evaluator.params.imgIds = sorted(image_ids)
-    evaluator.params.maxDets = list(max_detections)
+    evaluator.params.maxDets = sorted({value for value in (1, 10, budget) if value <= budget})
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         if not_exhaustive:
@@ -324,7 +328,9 @@ class GLIPCocoMetric:
         annotation_file (*optional*): COCO ground truth, see above.
         category_ids (`list[int]`, *optional*): category id of each prediction label (annotation-file mode).
         category_names (`list[str]`, *optional*): name of each label (per-image mode).
-        max_detections (`int`, *optional*, defaults to 100): COCO's per-image cap (`maxDets[-1]`).
+        max_detections (`int`, *optional*, defaults to 100): COCO's per-image budget: the `max_detections`
+            highest-scoring detections of each image are evaluated (what the official detectors output, at most 100
+            per image; pycocotools alone only caps each image *and category*).
     """
 
     def __init__(
@@ -441,7 +447,8 @@ class GLIPCocoMetric:
     def _detections(self, label_to_category: Sequence[int] | None) -> list[dict]:
         detections = []
         for image_id, (boxes, scores, labels) in self.store.detections.items():
-            for box, score, label in zip(xyxy_to_coco_xywh(boxes), scores, labels):
+            order = np.argsort(-scores, kind="stable")[: self.max_detections]
+            for box, score, label in zip(xyxy_to_coco_xywh(boxes[order]), scores[order], labels[order]):
                 category_id = int(label) if label_to_category is None else label_to_category[int(label)]
                 detections.append(
                     {"image_id": image_id, "category_id": category_id, "bbox": box.tolist(), "score": float(score)}
@@ -470,7 +477,7 @@ class GLIPCocoMetric:
             detections = self._detections(None)
         ground_truth = _coco_from_dataset(dataset)
         image_ids = list(self.store.detections)
-        evaluator = _run_cocoeval(ground_truth, detections, image_ids, (1, 10, self.max_detections))
+        evaluator = _run_cocoeval(ground_truth, detections, image_ids, self.max_detections)
         results: dict[str, Any] = _summarize(evaluator)
         per_category = _category_average_precision(evaluator)
         results["per_category"] = {
@@ -626,7 +633,7 @@ class GLIPLvisMetric:
             _coco_from_dataset(self.ground_truth_dataset),
             detections,
             image_ids,
-            (1, 10, per_image_cap),
+            per_image_cap,
             not_exhaustive,
         )
         summary = _summarize(evaluator)
