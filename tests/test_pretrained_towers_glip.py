@@ -269,3 +269,18 @@ def test_bert_mismatch_and_bad_input_are_named(tmp_path):
         load_pretrained_text_model(tiny_backbone(), tmp_path / "bert")
     with pytest.raises(TypeError, match="folder or a hub name"):
         load_pretrained_text_model(tiny_grounding_model(), 3)
+
+
+def test_swin_loads_into_a_whole_grounding_model():
+    model = tiny_grounding_model()
+    timm_model = SwinTransformer(
+        img_size=224, num_classes=0, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=7
+    )
+    fpn_before = model.model.feature_pyramid.lateral_convs[0].weight.clone()
+    report = load_pretrained_swin(model, timm_model)
+    assert report.is_complete
+    torch.testing.assert_close(
+        model.model.backbone.stages[2].blocks[0].mlp.fc2.weight, timm_model.layers[2].blocks[0].mlp.fc2.weight
+    )
+    # nothing outside the backbone is touched
+    torch.testing.assert_close(model.model.feature_pyramid.lateral_convs[0].weight, fpn_before, rtol=0, atol=0)
