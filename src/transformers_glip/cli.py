@@ -238,9 +238,7 @@ def _run_convert(arguments: list[str]) -> int:
         convert_main(arguments)
     except SystemExit as stop:  # the converter's own argparse (usage errors: 2, --help: 0)
         return _exit_status(stop)
-    except FileNotFoundError as error:  # a path argument that does not exist
-        raise CommandLineError(str(error)) from None
-    except (ValueError, OSError) as error:  # a failed check of the converter: its message, no traceback
+    except (ValueError, OSError) as error:  # a failed check (a missing file too): its message, no traceback
         print(f"{PROGRAM} convert: error: {error}", file=sys.stderr)
         return 1
     return 0
