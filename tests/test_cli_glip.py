@@ -272,7 +272,8 @@ def test_convert_forwards_to_the_converter(tmp_path, capsys):
 
 def test_convert_errors_are_reported_without_traceback(tmp_path, capsys):
     status, _, err = run(
-        ["convert", "--checkpoint", tmp_path / "missing.pth", "--variant", "glip-t", "--output", tmp_path / "out"],
+        ["convert", "--checkpoint", tmp_path / "missing.pth", "--original-config", FIXTURE / "config.yaml"]
+        + ["--text-model", FIXTURE / "bert", "--output", tmp_path / "out"],
         capsys,
     )
     assert status == 1

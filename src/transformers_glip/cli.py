@@ -366,6 +366,7 @@ def _detect_caption(model, processor, images: list[Any], encoded: dict[str, Any]
         text = {
             key: encoded[key].expand(count, -1).to(parameter.device)  # (count, sequence_length)
             for key in ("input_ids", "token_type_ids", "attention_mask")
+            if key in encoded
         }
         with torch.inference_mode():
             outputs = model(
