@@ -300,3 +300,34 @@ def test_bad_arguments(teacher, captions, tmp_path, arguments, error):
     model, processor = teacher
     with pytest.raises(TypeError, match="GroundingSource"):
         pseudo_label_stream(model, processor, [], tmp_path)
+
+
+def test_example_script_labels_and_resumes(tiny_a_dir, captions, reference_run, tmp_path):
+    """`examples/pseudo_label.py` (Accelerate, one process here) writes the same shards as the library call and a
+    summary; rerun, it labels nothing."""
+    import importlib.util
+
+    from accelerate.state import AcceleratorState
+
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "pseudo_label.py")
+    specification = importlib.util.spec_from_file_location("pseudo_label_example", script)
+    example = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(example)
+    arguments = [
+        "--teacher", str(tiny_a_dir), "--data", str(captions), "--name", "cc", "--output_dir", str(tmp_path),
+        "--score_threshold", "0.2", "--max_boxes", "4", "--shard_size", "2", "--batch_size", "2",
+        "--min_size", "64", "--max_size", "107", "--cpu", "--no_progress",
+    ]  # fmt: skip
+    for expected_images in (10, 0):
+        try:
+            example.main(arguments)
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        with open(tmp_path / "pseudo_label_summary.json") as handle:
+            summary = json.load(handle)
+        assert summary["images_labelled"] == expected_images and summary["shards"] == 6
+    rows, reference = read_rows(tmp_path), read_rows(reference_run[0])
+    assert rows.keys() == reference.keys()
+    for sample_id, row in rows.items():  # the teacher is named differently, the labels are the same
+        assert row == reference[sample_id]
+    assert read_pseudo_label_run(tmp_path)["teacher"]["name"] == str(tiny_a_dir)

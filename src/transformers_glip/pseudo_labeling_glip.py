@@ -47,7 +47,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from PIL import Image
