@@ -430,78 +430,18 @@ def pseudo_label_stream(
         "prompt": "phrases",  # detect's label-list prompt of the extracted phrases (see the module docstring)
     }
     _check_run_settings(output_dir, settings)
+    labelling = _LabellingRun(
+        model, processor, filters, noun_phrase_extractor, batch_size, output_dir, settings, on_unit_written
+    )
     complete = {os.path.basename(path) for path in pseudo_label_shard_files(output_dir)}
-    summary = {
-        "units_written": 0,
-        "units_already_complete": 0,
-        "images_labelled": 0,
-        "rows_written": 0,
-        "boxes_written": 0,
-        "skipped": {},
-    }
     start = time.monotonic()
-    bar = tqdm(
+    labelling.bar = tqdm(
         unit="img",
         desc=f"pseudo-label {process_index}/{num_processes}" if num_processes > 1 else "pseudo-label",
-        disable=None if progress else True,
+        disable=None if progress else True,  # None: hidden when stderr is not a terminal
         position=process_index if num_processes > 1 else None,
         dynamic_ncols=True,
     )
-
-    def label_pending(unit: _Unit) -> None:
-        if not unit.pending:
-            return
-        images = [image.convert("RGB") for _, image, _, _, _ in unit.pending]
-        results = detect(
-            model,
-            processor,
-            images,
-            [labels for _, _, _, labels, _ in unit.pending],
-            threshold=filters.score_threshold,
-            batch_size=batch_size,
-        )
-        for (record, image, data, labels, spans), result in zip(unit.pending, results):
-            keep = filter_pseudo_labels(result["boxes"].float().cpu(), result["scores"].float().cpu(), filters)
-            if keep.numel() < filters.min_boxes:
-                unit.skip("too_few_boxes", record["sample_id"])
-                continue
-            row_index = len(unit.rows) + sum(len(ids) for ids in unit.skipped.values())
-            row = _pseudo_label_row(record, image, labels, spans, result, keep)
-            if data is not None:  # bytes from a parquet / tar shard: store the image beside the rows
-                row["file_name"] = f"images/{unit.stem}/{row_index:08d}.{_image_extension(image)}"
-                os.makedirs(os.path.join(output_dir, "images", unit.stem), exist_ok=True)
-                _write_atomically(os.path.join(output_dir, row["file_name"]), data)
-            unit.rows.append(row)
-        bar.update(len(unit.pending))
-        summary["images_labelled"] += len(unit.pending)
-        unit.pending.clear()
-
-    def write_unit(unit: _Unit, final: bool) -> None:
-        label_pending(unit)
-        metadata = {
-            **settings,
-            "input_shard": unit.shard_index,
-            "chunk": unit.chunk_index,
-            "final_chunk_of_input_shard": final,
-            "num_records": unit.num_records,
-            "num_rows": len(unit.rows),
-            "num_boxes": sum(len(row["bboxes"]) for row in unit.rows),
-            "skipped_sample_ids": unit.skipped,
-            "written_by_process": [process_index, num_processes],
-        }
-        path = os.path.join(output_dir, unit.stem + ".jsonl")
-        _write_atomically(
-            os.path.join(output_dir, unit.stem + ".meta.json"), json.dumps(metadata, indent=1).encode("utf-8")
-        )
-        _write_atomically(path, "".join(json.dumps(row) + "\n" for row in unit.rows).encode("utf-8"))
-        summary["units_written"] += 1
-        summary["rows_written"] += len(unit.rows)
-        summary["boxes_written"] += metadata["num_boxes"]
-        for reason, ids in unit.skipped.items():
-            summary["skipped"][reason] = summary["skipped"].get(reason, 0) + len(ids)
-        if on_unit_written is not None:
-            on_unit_written(path)
-
     try:
         for shard_index in range(num_shards):
             if num_shards >= num_processes and shard_index % num_processes != process_index:
@@ -513,26 +453,101 @@ def pseudo_label_stream(
             for row, record in enumerate(_iterate_shard(source.dataset, num_shards, shard_index)):
                 chunk_index = row // shard_size
                 if unit is not None and chunk_index != unit.chunk_index:
-                    write_unit(unit, final=False)
+                    labelling.write_unit(unit, final=False)
                     unit = None
                 if chunk_index not in seen_chunks:
                     seen_chunks.add(chunk_index)
-                    owner = _unit_owner(shard_index, chunk_index, num_shards, num_processes)
-                    if owner == process_index and _unit_stem(shard_index, chunk_index) + ".jsonl" in complete:
-                        summary["units_already_complete"] += 1
-                    elif owner == process_index:
+                    mine = _unit_owner(shard_index, chunk_index, num_shards, num_processes) == process_index
+                    if mine and _unit_stem(shard_index, chunk_index) + ".jsonl" in complete:
+                        labelling.summary["units_already_complete"] += 1
+                    elif mine:
                         unit = _Unit(shard_index, chunk_index)
                 if unit is None or unit.chunk_index != chunk_index:
                     continue  # another process's unit, or one already complete: not decoded
                 _add_record(unit, record, noun_phrase_extractor)
                 if len(unit.pending) >= batch_size:
-                    label_pending(unit)
+                    labelling.label_pending(unit)
             if unit is not None:
-                write_unit(unit, final=True)
+                labelling.write_unit(unit, final=True)
     finally:
-        bar.close()
-    summary["seconds"] = time.monotonic() - start
-    return summary
+        labelling.bar.close()
+    return {**labelling.summary, "seconds": time.monotonic() - start}
+
+
+class _LabellingRun:
+    """The teacher calls and shard writing of one process (see [`pseudo_label_stream`])."""
+
+    def __init__(self, model, processor, filters, extractor, batch_size, output_dir, settings, on_unit_written):
+        self.model = model
+        self.processor = processor
+        self.filters = filters
+        self.extractor = extractor
+        self.batch_size = batch_size
+        self.output_dir = output_dir
+        self.settings = settings
+        self.on_unit_written = on_unit_written
+        self.bar = None
+        self.summary = {
+            "units_written": 0,
+            "units_already_complete": 0,
+            "images_labelled": 0,
+            "rows_written": 0,
+            "boxes_written": 0,
+            "skipped": {},
+        }
+
+    def label_pending(self, unit: _Unit) -> None:
+        """Ground the queued images of `unit` with the teacher (one `detect` call) and keep their rows."""
+        if not unit.pending:
+            return
+        results = detect(
+            self.model,
+            self.processor,
+            [image.convert("RGB") for _, image, _, _, _ in unit.pending],
+            [labels for _, _, _, labels, _ in unit.pending],
+            threshold=self.filters.score_threshold,
+            batch_size=self.batch_size,
+        )
+        for (record, image, data, labels, spans), result in zip(unit.pending, results):
+            keep = filter_pseudo_labels(result["boxes"].float().cpu(), result["scores"].float().cpu(), self.filters)
+            if keep.numel() < self.filters.min_boxes:
+                unit.skip("too_few_boxes", record["sample_id"])
+                continue
+            row_index = len(unit.rows) + sum(len(ids) for ids in unit.skipped.values())
+            row = _pseudo_label_row(record, image, labels, spans, result, keep)
+            if data is not None:  # bytes from a parquet / tar shard: store the image beside the rows
+                row["file_name"] = f"images/{unit.stem}/{row_index:08d}.{_image_extension(image)}"
+                os.makedirs(os.path.join(self.output_dir, "images", unit.stem), exist_ok=True)
+                _write_atomically(os.path.join(self.output_dir, row["file_name"]), data)
+            unit.rows.append(row)
+        self.bar.update(len(unit.pending))
+        self.summary["images_labelled"] += len(unit.pending)
+        unit.pending.clear()
+
+    def write_unit(self, unit: _Unit, final: bool) -> None:
+        """Label what is left of `unit`, then write its sidecar and its rows (each atomically, rows last)."""
+        self.label_pending(unit)
+        metadata = {
+            **self.settings,
+            "input_shard": unit.shard_index,
+            "chunk": unit.chunk_index,
+            "final_chunk_of_input_shard": final,
+            "num_records": unit.num_records,
+            "num_rows": len(unit.rows),
+            "num_boxes": sum(len(row["bboxes"]) for row in unit.rows),
+            "skipped_sample_ids": unit.skipped,
+        }
+        path = os.path.join(self.output_dir, unit.stem + ".jsonl")
+        sidecar = os.path.join(self.output_dir, unit.stem + ".meta.json")
+        _write_atomically(sidecar, json.dumps(metadata, indent=1).encode("utf-8"))
+        _write_atomically(path, "".join(json.dumps(row) + "\n" for row in unit.rows).encode("utf-8"))
+        self.summary["units_written"] += 1
+        self.summary["rows_written"] += len(unit.rows)
+        self.summary["boxes_written"] += metadata["num_boxes"]
+        for reason, ids in unit.skipped.items():
+            self.summary["skipped"][reason] = self.summary["skipped"].get(reason, 0) + len(ids)
+        if self.on_unit_written is not None:
+            self.on_unit_written(path)
 
 
 def _shard_is_complete(output_dir, shard_index, num_shards, num_processes, process_index, complete) -> bool:
