@@ -6,7 +6,9 @@ import os
 
 import pytest
 import torch
-from test_streaming_sources_glip import write_caption_parquet, write_webdataset
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
+from test_streaming_sources_glip import image_bytes, write_caption_parquet, write_webdataset
 
 import transformers_glip.pseudo_labeling_glip as pseudo_labeling
 from transformers_glip import GLIPForGrounding, GLIPProcessor
@@ -104,14 +106,12 @@ def test_nltk_flag_without_nltk_says_what_to_install(monkeypatch, teacher, capti
 
 
 def test_nltk_noun_phrases_when_installed():
-    nltk = pytest.importorskip("nltk")
+    pytest.importorskip("nltk")
+    caption = "A man riding a horse near the old barn."
     try:
-        pseudo_labeling._nltk_module()
+        phrases = nltk_noun_phrases(caption)
     except LookupError:
         pytest.skip("NLTK data (punkt, tagger) not installed")
-    del nltk
-    caption = "A man riding a horse near the old barn."
-    phrases = nltk_noun_phrases(caption)
     assert ("A man", (0, 5)) in phrases and ("the old barn", (26, 38)) in phrases
     assert all(caption[begin:end] == phrase for phrase, (begin, end) in phrases)
 
@@ -178,6 +178,32 @@ def test_min_boxes_drops_images_and_records_their_ids(teacher, captions, tmp_pat
             metadata = json.load(handle)
         skipped += [sample_id for ids in metadata["skipped_sample_ids"].values() for sample_id in ids]
     assert sorted(skipped) == sorted(record["sample_id"] for record in source.dataset)
+
+
+def test_unusable_records_are_counted_not_labelled(teacher, tmp_path):
+    rows = {
+        "id": ["good", "pixel", "corrupt", "empty", "verbs"],
+        "image": [
+            {"bytes": image_bytes((200, 0, 0)), "path": None},
+            {"bytes": image_bytes((1, 1, 1), size=(1, 1), image_format="PNG"), "path": None},
+            {"bytes": b"not an image", "path": None},
+            {"bytes": image_bytes((0, 0, 0)), "path": None},
+            {"bytes": image_bytes((0, 0, 0)), "path": None},
+        ],
+        "caption": ["a red square", "a tracking pixel", "a broken file", "", "is running and was going"],
+    }
+    features = Features({"id": Value("string"), "image": ImageFeature(), "caption": Value("string")})
+    Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "mixed.parquet"))
+    summary = run(teacher, image_caption_source(tmp_path / "mixed.parquet", name="m"), tmp_path / "out", shard_size=8)
+    assert summary["images_labelled"] == 1 and list(read_rows(tmp_path / "out")) == ["m:good"]
+    with open(tmp_path / "out" / "shard-00000-00000.meta.json") as handle:
+        metadata = json.load(handle)
+    assert metadata["skipped_sample_ids"] == {
+        "image_too_small": ["m:pixel"],
+        "unreadable_image": ["m:corrupt"],
+        "no_noun_phrase": ["m:empty", "m:verbs"],
+    }
+    assert metadata["num_records"] == 5 and metadata["num_rows"] == 1
 
 
 # ------------------------------------------------------------------------------------------------ shards

@@ -8,6 +8,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
 from datasets import Image as ImageFeature
+from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageDraw
 from transformers import BertTokenizer
 
@@ -137,9 +138,16 @@ def test_parquet_caption_shards(tmp_path):
     assert all(row["task"] == "grounding" and row["boxes"] == [] and row["error"] == "" for row in rows)
     decoded = Image.open(io.BytesIO(rows[0]["image"]["bytes"]))
     assert decoded.size == (40, 30)
-    # Ids do not depend on which shards a process reads.
+    # Ids do not depend on which shards a process reads, nor on shuffling; processes get whole, disjoint files.
     second_shard = list(source.dataset.shard(num_shards=2, index=1))
     assert [row["sample_id"] for row in second_shard] == [f"cc:1:{row}" for row in range(3)]
+    shuffled = source.dataset.shuffle(seed=0, buffer_size=4)
+    by_id = {row["sample_id"]: row["caption"] for row in rows}
+    assert {row["sample_id"]: row["caption"] for row in shuffled} == by_id
+    parts = [
+        [row["sample_id"] for row in split_dataset_by_node(shuffled, rank=rank, world_size=2)] for rank in range(2)
+    ]
+    assert sorted(parts[0] + parts[1]) == sorted(by_id) and {part[0].split(":")[1] for part in parts} == {"0", "1"}
 
 
 def test_parquet_with_path_and_binary_columns(tmp_path):

@@ -79,6 +79,8 @@ NLTK_INSTALL_HINT = (
 )
 # The official grammar (`predictor_glip.py::find_noun_phrases`) and the characters its `remove_punctuation` drops.
 NLTK_NOUN_PHRASE_GRAMMAR = "NP: {<DT>?<JJ.*>*<NN.*>+}"
+# The image processor refuses images with a side under 2 pixels (web data has 1x1 tracking pixels).
+MIN_IMAGE_SIDE = 2
 OFFICIAL_PUNCTUATION = "|:;@()[]{}^'\"’`?$%#!&*+,."
 
 
@@ -589,6 +591,9 @@ def _add_record(unit: _Unit, record: dict, extractor: str) -> None:
         image, data = _decode(record)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         unit.skip("unreadable_image", sample_id)
+        return
+    if min(image.size) < MIN_IMAGE_SIDE:
+        unit.skip("image_too_small", sample_id)
         return
     unit.pending.append((record, image, data, labels, spans))
 
