@@ -1,6 +1,7 @@
 """Pseudo-labelling captions with a teacher GLIP: noun phrases, filters, shards, resume, several processes."""
 
 import builtins
+import copy
 import json
 import os
 
@@ -309,6 +310,14 @@ def test_restart_with_other_settings_is_refused(teacher, captions, reference_run
         run(teacher, source, output_dir, filters=PseudoLabelFilters(score_threshold=0.3))
     with pytest.raises(ValueError, match="shard_size"):
         run(teacher, source, output_dir, shard_size=3)
+    model, processor = teacher
+    retrained = copy.deepcopy(model)
+    with torch.no_grad():
+        next(retrained.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="weights_fingerprint"):
+        run((retrained, processor), source, output_dir)
+    # The same teacher under another name (moved folder) continues the run.
+    assert run(teacher, source, output_dir, teacher_name="moved/teacher")["images_labelled"] == 0
 
 
 @pytest.mark.parametrize(

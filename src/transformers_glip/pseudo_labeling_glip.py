@@ -288,12 +288,25 @@ def pseudo_label_output_source(
 
 def _teacher_description(model, teacher_name: str | None) -> dict:
     config = model.config
-    config_json = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
+    # The architecture and settings identify the teacher; where it was loaded from and the library version do not.
+    settings = {
+        key: value for key, value in config.to_dict().items() if key not in ("_name_or_path", "transformers_version")
+    }
+    config_json = json.dumps(settings, sort_keys=True, default=str)
+    # A cheap fingerprint of the weights (per-tensor sums, 6 significant digits so a restart on another device
+    # matches): a restart with a retrained teacher of the same configuration is refused.
+    with torch.no_grad():
+        sums = ";".join(
+            f"{name}:{float(tensor.double().sum()):.6g}"
+            for name, tensor in model.state_dict().items()
+            if tensor.numel()
+        )
     parameter = next(model.parameters())
     return {
         "name": teacher_name or getattr(config, "_name_or_path", "") or type(model).__name__,
         "class": type(model).__name__,
         "config_sha256": hashlib.sha256(config_json.encode("utf-8")).hexdigest(),
+        "weights_fingerprint": hashlib.sha256(sums.encode("utf-8")).hexdigest(),
         "dtype": str(parameter.dtype).replace("torch.", ""),
     }
 
@@ -304,9 +317,12 @@ def _check_run_settings(output_dir: str, settings: dict) -> None:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
             existing = json.load(handle)
-        differing = sorted(key for key in settings if existing.get(key) != settings[key])
+        # The teacher's name is where it was loaded from: the same teacher may move.
+        comparable = {**settings, "teacher": {**settings["teacher"], "name": None}}
+        existing["teacher"] = {**existing.get("teacher", {}), "name": None}
+        differing = sorted(key for key in comparable if existing.get(key) != comparable[key])
         if differing:
-            details = "; ".join(f"{key}: {existing.get(key)!r} -> {settings[key]!r}" for key in differing)
+            details = "; ".join(f"{key}: {existing.get(key)!r} -> {comparable[key]!r}" for key in differing)
             raise ValueError(
                 f"{output_dir!r} holds a pseudo-label run with other settings ({details}); resume it with the same "
                 "settings or write to a new output_dir."
