@@ -708,7 +708,9 @@ class GLIPModel(GLIPPreTrainedModel):
             output_hidden_states: also return the intermediate tensors of every stage (default:
                 `config.output_hidden_states`).
             output_attentions: also return the attention probabilities of every attention (default:
-                `config.output_attentions`); those of the Swin and BERT attentions are computed eagerly for that call.
+                `config.output_attentions`). As everywhere in transformers, BERT returns them only with eager
+                attention (`attn_implementation="eager"`; setting `config.output_attentions=True` selects it); the
+                Swin window attention computes them eagerly for that call, the fusion and head text layers always.
             return_dict: return a [`GLIPModelOutput`] (default: `config.return_dict`) or a tuple of its non-`None`
                 fields.
 

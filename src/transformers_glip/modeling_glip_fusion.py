@@ -126,7 +126,11 @@ class GLIPBiMultiHeadAttention(nn.Module):
         text_scores = scores.transpose(1, 2)  # (batch * heads, seq_len, num_positions)
         text_scores = text_scores - torch.max(text_scores, dim=-1, keepdim=True)[0]
         text_scores = _clamp(text_scores)
-        text_attention_weights = text_scores.softmax(dim=-1)
+        # (batch * heads, seq_len, positions) -> (batch, heads, seq_len, positions): the returned probabilities are
+        # the tensor the product below reads (so they can retain gradients)
+        text_attention_weights = text_scores.softmax(dim=-1).view(
+            batch_size, self.num_heads, sequence_length, num_positions
+        )
 
         # text -> image direction: every visual position attends over the real text tokens.
         if text_attention_mask is not None:
@@ -135,26 +139,23 @@ class GLIPBiMultiHeadAttention(nn.Module):
             mask_term = mask_term[:, None, None, :]  # (batch, 1, 1, seq_len)
             scores = scores.view(batch_size, self.num_heads, num_positions, sequence_length) + mask_term
             scores = scores.view(batch_size * self.num_heads, num_positions, sequence_length)
-        vision_attention_weights = nn.functional.softmax(scores, dim=-1)
+        # (batch * heads, positions, seq_len) -> (batch, heads, positions, seq_len), as above
+        vision_attention_weights = nn.functional.softmax(scores, dim=-1).view(
+            batch_size, self.num_heads, num_positions, sequence_length
+        )
 
         vision_attention_probs = nn.functional.dropout(
             vision_attention_weights, p=self.dropout, training=self.training
         )
         text_attention_probs = nn.functional.dropout(text_attention_weights, p=self.dropout, training=self.training)
 
-        vision_output = torch.bmm(vision_attention_probs, text_value_states)  # (batch * heads, positions, head_dim)
-        text_output = torch.bmm(text_attention_probs, vision_value_states)  # (batch * heads, seq_len, head_dim)
+        # (batch * heads, positions, head_dim) and (batch * heads, seq_len, head_dim)
+        vision_output = torch.bmm(vision_attention_probs.flatten(0, 1), text_value_states)
+        text_output = torch.bmm(text_attention_probs.flatten(0, 1), vision_value_states)
 
         vision_delta = self.out_vision_proj(self._merge_heads(vision_output, batch_size))
         text_delta = self.out_text_proj(self._merge_heads(text_output, batch_size))
-        attentions = None
-        if output_attentions:
-            attentions = (
-                # (batch * heads, positions, seq_len) -> (batch, heads, positions, seq_len)
-                vision_attention_weights.view(batch_size, self.num_heads, num_positions, sequence_length),
-                # (batch * heads, seq_len, positions) -> (batch, heads, seq_len, positions)
-                text_attention_weights.view(batch_size, self.num_heads, sequence_length, num_positions),
-            )
+        attentions = (vision_attention_weights, text_attention_weights) if output_attentions else None
         return vision_delta, text_delta, attentions
 
 
