@@ -5,12 +5,15 @@ The mixins are imported from the transformers source distribution named by `TRAN
 skipped. Template: `tests/models/grounding_dino/test_modeling_grounding_dino.py` of transformers. Like GroundingDino,
 GLIP overrides the three mixin tests that read model-specific output names (`test_hidden_states_output`,
 `test_attention_outputs`, `test_retain_grad_hidden_states_attentions`) with versions for GLIP's outputs, and builds
-the labels of its head model in `_prepare_for_class`; it skips nothing that GroundingDino runs.
+the labels of its head model in `_prepare_for_class`; it skips nothing that GroundingDino runs. GroundingDino has
+no SDPA, so the mixin's eager-vs-SDPA test skips itself there; GLIP has, and runs a version of it for its outputs
+(`test_eager_matches_sdpa_inference`, same parameterization and tolerances).
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import unittest
 from unittest import mock
 
@@ -26,6 +29,7 @@ ConfigTester = configuration_common.ConfigTester
 floats_tensor = modeling_common.floats_tensor
 ids_tensor = modeling_common.ids_tensor
 torch_device = modeling_common.torch_device
+parameterized = modeling_common.parameterized
 
 
 class GLIPModelTester:
@@ -309,17 +313,83 @@ class GLIPModelTest(ModelTesterMixin, unittest.TestCase):
         for tensor in retained:
             self.assertIsNotNone(tensor.grad)
 
+    # ------------------------------------------------------------------ eager vs SDPA
+    @parameterized.expand(modeling_common.TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION)
+    def test_eager_matches_sdpa_inference(
+        self, name, dtype, padding_side, use_attention_mask, output_attentions, enable_kernels
+    ):
+        """The mixin's eager-vs-SDPA test for GLIP's outputs: its shared `_test_eager_matches_sdpa_inference` reads
+        `outputs["hidden_states"]`, a field GLIP does not have. Same parameterization (dtype, padding side, with and
+        without attention mask, SDPA kernels on/off, `output_attentions`) and the mixin's CPU/CUDA tolerances; it
+        compares BERT's last layer and the token logits at the real (unpadded) token positions of the padded prompt,
+        and every level of the FPN (the Swin attention runs through SDPA too)."""
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+        device = "cuda" if torch_device == "cuda" else "cpu"
+        atol = {torch.float32: 1e-6, torch.float16: 5e-3, torch.bfloat16: 1e-2}[dtype]
+        rtol = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2}[dtype]
+        if device == "cuda" and enable_kernels and dtype == torch.bfloat16:
+            rtol = 3e-2
+        tester = self.model_tester
+        config, inputs_dict = tester.prepare_config_and_inputs_for_common()
+        attention_mask = torch.ones_like(inputs_dict["input_ids"])
+        real_tokens = torch.ones_like(attention_mask, dtype=torch.bool)
+        if use_attention_mask:
+            padded = slice(0, 2) if padding_side == "left" else slice(tester.sequence_length - 2, None)
+            attention_mask[-1, padded] = 0
+            real_tokens[-1, padded] = False
+        inputs = {
+            "pixel_values": inputs_dict["pixel_values"].to(dtype),
+            "input_ids": inputs_dict["input_ids"],
+            "attention_mask": attention_mask if use_attention_mask else None,
+            "output_hidden_states": True,
+            "output_attentions": output_attentions,
+        }
+        # GLIPModel only: GLIPForGrounding runs it and then decodes boxes, with no attention of its own.
+        for model_class in (GLIPModel,):
+            model = model_class(config)
+            with tempfile.TemporaryDirectory() as directory:
+                model.save_pretrained(directory)
+                model_eager = model_class.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
+                model_sdpa = model_class.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
+            model_eager, model_sdpa = model_eager.to(torch_device).eval(), model_sdpa.to(torch_device).eval()
+            self.assertEqual(model_sdpa.text_model.config._attn_implementation, "sdpa")
+            with (
+                torch.no_grad(),
+                modeling_common.sdpa_kernel(
+                    enable_flash=enable_kernels, enable_math=True, enable_mem_efficient=enable_kernels
+                ),
+            ):
+                prepared = {
+                    key: value.to(torch_device) if isinstance(value, torch.Tensor) else value
+                    for key, value in inputs.items()
+                }
+                outputs_eager = model_eager(**prepared)
+                outputs_sdpa = model_sdpa(**prepared)
 
-# The mixin's eager-vs-SDPA tests compare `outputs["hidden_states"][-1]` (or `logits` of "Classification" heads), a
-# field GLIP's outputs do not have (GroundingDino never reaches this point: it has no SDPA and the test skips itself).
-# GLIP's eager-vs-SDPA equality is tested on the official parity fixture instead, in tests/test_modeling_glip.py
-# (`test_eager_and_sdpa_attention_give_the_same_outputs`).
-for _name in [name for name in dir(GLIPModelTest) if name.startswith("test_eager_matches_sdpa_inference")]:
-    setattr(
-        GLIPModelTest,
-        _name,
-        unittest.skip(
-            reason="GLIP's outputs have no `hidden_states` field for the mixin to compare; eager vs SDPA is tested "
-            "on the parity fixture in tests/test_modeling_glip.py"
-        )(lambda self: None),
-    )
+            compared = {
+                "text_last_hidden_state": (
+                    outputs_eager.text_last_hidden_state[real_tokens],
+                    outputs_sdpa.text_last_hidden_state[real_tokens],
+                ),
+                # (batch, num_anchors, seq_len) -> (num_anchors, num_real_tokens) over the batch
+                "logits": (
+                    outputs_eager.logits.transpose(1, 2)[real_tokens],
+                    outputs_sdpa.logits.transpose(1, 2)[real_tokens],
+                ),
+            }
+            for level, (eager_level, sdpa_level) in enumerate(
+                zip(outputs_eager.feature_pyramid_hidden_states, outputs_sdpa.feature_pyramid_hidden_states)
+            ):
+                compared[f"P{level + 3}"] = (eager_level, sdpa_level)
+            for key, (eager_values, sdpa_values) in compared.items():
+                eager_values, sdpa_values = eager_values.float().cpu(), sdpa_values.float().cpu()
+                key_atol = atol
+                if dtype == torch.bfloat16:  # as the mixin: bf16 tolerance scales with the output magnitude
+                    key_atol = max(atol, 3e-2 * float(torch.max(eager_values.abs().amax(), sdpa_values.abs().amax())))
+                torch.testing.assert_close(
+                    sdpa_values,
+                    eager_values,
+                    atol=key_atol,
+                    rtol=rtol,
+                    msg=lambda message, key=key: f"{key}: {message}",
+                )
