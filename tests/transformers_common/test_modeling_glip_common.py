@@ -137,6 +137,7 @@ class GLIPModelTester:
 
 class GLIPModelTest(ModelTesterMixin, unittest.TestCase):
     all_model_classes = (GLIPModel, GLIPForGrounding)
+    _is_composite = True  # BERT text model and Swin backbone sub-configs
 
     def setUp(self):
         self.model_tester = GLIPModelTester(self)
