@@ -6,6 +6,7 @@ TRANSFORMERS_TEST_MARKERS = {
     "flash_attn_3_test": "tests of the flash-attention 3 kernels (GPU)",
     "flash_attn_4_test": "tests of the flash-attention 4 kernels (GPU)",
     "torch_compile_test": "tests that run torch.compile",
+    "slow": "slow tests (skipped unless RUN_SLOW=1)",
 }
 
 
