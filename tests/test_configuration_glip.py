@@ -59,3 +59,39 @@ def test_validation_errors_name_the_values(kwargs, message):
 def test_wrong_sub_config_type():
     with pytest.raises(TypeError, match="backbone_config"):
         GLIPConfig(backbone_config="swin_tiny")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"nms_threshold": "high"}, "nms_threshold must be a finite number, got 'high'"),
+        ({"prior_prob": float("nan")}, "prior_prob must be a finite number"),
+        ({"num_head_blocks": 2.0}, "num_head_blocks must be an integer"),
+        ({"max_detections": True}, "max_detections must be an integer"),
+        ({"early_fusion": 1}, "early_fusion must be True or False"),
+        ({"fusion_layer_scale_init": "0.1"}, "fusion_layer_scale_init must be a number or None"),
+        ({"anchor_sizes": [64, 128, "256", 512, 1024]}, "anchor_sizes must be a list of numbers"),
+        ({"box_coder_weights": [10, 10, 5, "5"]}, "box_coder_weights must be a list of numbers"),
+        ({"pre_nms_score_threshold": 1.5}, "pre_nms_score_threshold must be in"),
+        ({"fusion_dropout": 1.0}, "fusion_dropout must be in"),
+        ({"atss_topk": 0}, "atss_topk must be >= 1"),
+    ],
+)
+def test_wrong_field_types_and_ranges_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GLIPConfig(**kwargs)
+
+
+def test_integer_values_are_accepted_for_float_fields(tmp_path):
+    config = GLIPConfig(nms_threshold=1, box_coder_weights=[10, 10, 5, 5], focal_gamma=2)
+    assert config.box_coder_weights == [10.0, 10.0, 5.0, 5.0]
+    config.save_pretrained(tmp_path)
+    assert GLIPConfig.from_pretrained(tmp_path).nms_threshold == 1
+
+
+def test_invalid_value_in_a_saved_config_fails_on_load(tmp_path):
+    GLIPConfig().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(path.read_text().replace('"nms_threshold": 0.6', '"nms_threshold": "high"'))
+    with pytest.raises(ValueError, match="nms_threshold"):
+        GLIPConfig.from_pretrained(tmp_path)

@@ -202,7 +202,7 @@ def test_parity_with_official_swin_and_fpn(loaded_modules):
     pixel_values = load_file(FIXTURE_DIR / "inputs.safetensors")["images.tensors"]
     expected = load_file(FIXTURE_DIR / "outputs.safetensors")
     with torch.no_grad():
-        feature_maps = backbone(pixel_values)
+        feature_maps = backbone(pixel_values).feature_maps
         pyramid = feature_pyramid(feature_maps)
     for name, actual in zip(["swin.stage3", "swin.stage4", "swin.stage5"], feature_maps):
         torch.testing.assert_close(actual, expected[name], atol=ATOL, rtol=RTOL, msg=name)
@@ -216,9 +216,9 @@ def test_non_multiple_of_window_matches_loop_reference(loaded_modules, size):
     generator = torch.Generator().manual_seed(0)
     pixel_values = torch.randn(2, 3, *size, generator=generator)
     with torch.no_grad():
-        feature_maps = backbone(pixel_values)
+        feature_maps = backbone(pixel_values).feature_maps
         reference = reference_backbone(backbone, pixel_values)
-        single = backbone(pixel_values[1:])
+        single = backbone(pixel_values[1:]).feature_maps
     for actual, expected in zip(feature_maps, reference):
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     for batched, alone in zip(feature_maps, single):
@@ -247,7 +247,7 @@ def test_odd_input_shapes():
     config = tiny_config()
     backbone, feature_pyramid = GLIPSwinBackbone(config).eval(), GLIPFeaturePyramid(config).eval()
     with torch.no_grad():
-        feature_maps = backbone(torch.randn(1, 3, 70, 90))
+        feature_maps = backbone(torch.randn(1, 3, 70, 90)).feature_maps
         pyramid = feature_pyramid(feature_maps)
     # 70x90 -> patch embed pads to 72x92 -> 18x23 -> 9x12 -> 5x6 -> 3x3; P6, P7 halve with ceil.
     assert [tuple(feature.shape) for feature in feature_maps] == [(1, 32, 9, 12), (1, 64, 5, 6), (1, 128, 3, 3)]
@@ -264,7 +264,7 @@ def test_every_parameter_gets_a_gradient_with_and_without_checkpointing():
     def gradients() -> dict[str, torch.Tensor]:
         backbone.zero_grad(set_to_none=True)
         feature_pyramid.zero_grad(set_to_none=True)
-        sum(level.square().mean() for level in feature_pyramid(backbone(pixel_values))).backward()
+        sum(level.square().mean() for level in feature_pyramid(backbone(pixel_values).feature_maps)).backward()
         named = [*backbone.named_parameters(), *feature_pyramid.named_parameters(prefix="fpn")]
         return {name: parameter.grad.clone() for name, parameter in named if parameter.grad is not None}
 
@@ -287,10 +287,10 @@ def test_drop_path_is_training_only():
     backbone = GLIPSwinBackbone(config)
     pixel_values = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
-        evaluation = backbone.eval()(pixel_values)
-        assert all(torch.equal(a, b) for a, b in zip(evaluation, backbone(pixel_values)))
+        evaluation = backbone.eval()(pixel_values).feature_maps
+        assert all(torch.equal(a, b) for a, b in zip(evaluation, backbone(pixel_values).feature_maps))
         torch.manual_seed(1)
-        training = backbone.train()(pixel_values)
+        training = backbone.train()(pixel_values).feature_maps
     assert any(not torch.allclose(a, b) for a, b in zip(evaluation, training))
 
 
@@ -299,7 +299,7 @@ def test_drop_block_is_off_in_eval_and_active_in_training(loaded_modules):
     config = tiny_config(fpn_drop_block_prob=0.3, fpn_drop_block_size=3)
     feature_pyramid = GLIPFeaturePyramid(config)
     with torch.no_grad():
-        feature_maps = backbone(torch.randn(2, 3, 128, 160))
+        feature_maps = backbone(torch.randn(2, 3, 128, 160)).feature_maps
         evaluation = feature_pyramid.eval()(feature_maps)
         torch.manual_seed(0)
         training = feature_pyramid.train()(feature_maps)

@@ -6,9 +6,40 @@ Field names follow the Hugging Face conventions; the matching key of the officia
 
 from __future__ import annotations
 
+import math
+
 from transformers import BertConfig, PreTrainedConfig, SwinConfig
 
-__all__ = ["GLIPConfig"]
+__all__ = ["BOOLEAN_FIELDS", "INTEGER_FIELDS", "NUMBER_FIELDS", "GLIPConfig"]
+
+# Type of every scalar field, checked by `GLIPConfig.validate` (a JSON `1` is accepted for a float field).
+INTEGER_FIELDS = (
+    "fpn_channels",
+    "num_head_blocks",
+    "fusion_hidden_size",
+    "fusion_num_heads",
+    "head_group_norm_groups",
+    "max_text_length",
+    "pre_nms_top_n",
+    "max_detections",
+    "atss_topk",
+    "fpn_drop_block_size",
+)
+NUMBER_FIELDS = (
+    "fusion_dropout",
+    "prior_prob",
+    "log_scale_init",
+    "pre_nms_score_threshold",
+    "nms_threshold",
+    "focal_alpha",
+    "focal_gamma",
+    "token_loss_weight",
+    "regression_loss_weight",
+    "centerness_loss_weight",
+    "fpn_drop_block_prob",
+    "initializer_range",
+)
+BOOLEAN_FIELDS = ("early_fusion", "use_fused_text_for_dot_product", "head_use_deformable_conv")
 
 
 def _swin_tiny_backbone_config() -> dict:
@@ -210,7 +241,10 @@ class GLIPConfig(PreTrainedConfig):
         self.head_use_deformable_conv = head_use_deformable_conv
         self.anchor_strides = list(anchor_strides)
         self.anchor_sizes = list(anchor_sizes)
-        self.box_coder_weights = [float(weight) for weight in box_coder_weights]
+        self.box_coder_weights = [
+            float(weight) if isinstance(weight, int) and not isinstance(weight, bool) else weight
+            for weight in box_coder_weights
+        ]
         self.prior_prob = prior_prob
         self.log_scale_init = log_scale_init
         self.max_text_length = max_text_length
@@ -255,8 +289,44 @@ class GLIPConfig(PreTrainedConfig):
         return 1.0 / self.num_head_blocks
 
     # ------------------------------------------------------------------ validation
+    def _validate_field_types(self) -> None:
+        """Raise `ValueError` naming the field for a value of the wrong type (e.g. `nms_threshold="high"`)."""
+
+        def is_integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        for name in INTEGER_FIELDS:
+            value = getattr(self, name)
+            if not is_integer(value):
+                raise ValueError(f"GLIPConfig.{name} must be an integer, got {value!r} ({type(value).__name__}).")
+        for name in NUMBER_FIELDS:
+            value = getattr(self, name)
+            if not is_number(value) or not math.isfinite(value):
+                raise ValueError(f"GLIPConfig.{name} must be a finite number, got {value!r} ({type(value).__name__}).")
+        for name in BOOLEAN_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"GLIPConfig.{name} must be True or False, got {value!r} ({type(value).__name__}).")
+        if self.fusion_layer_scale_init is not None and not is_number(self.fusion_layer_scale_init):
+            raise ValueError(
+                f"GLIPConfig.fusion_layer_scale_init must be a number or None, got {self.fusion_layer_scale_init!r}."
+            )
+        for name, check, kind in (
+            ("anchor_strides", is_integer, "integers"),
+            ("anchor_sizes", is_number, "numbers"),
+            ("box_coder_weights", is_number, "numbers"),
+        ):
+            values = getattr(self, name)
+            if not all(check(value) for value in values):
+                raise ValueError(f"GLIPConfig.{name} must be a list of {kind}, got {values!r}.")
+
     def validate(self) -> None:
-        """Raise `ValueError` for inconsistent sizes the official code silently requires."""
+        """Raise `ValueError` naming the field for a value of the wrong type or out of range, and for inconsistent
+        sizes the official code silently requires."""
+        self._validate_field_types()
         backbone = self.backbone_config
         if len(backbone.depths) != 4 or len(backbone.num_heads) != 4:
             raise ValueError(
@@ -321,6 +391,14 @@ class GLIPConfig(PreTrainedConfig):
             )
         if not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in [0, 1], got {self.nms_threshold}.")
+        if not 0.0 <= self.pre_nms_score_threshold <= 1.0:
+            raise ValueError(f"pre_nms_score_threshold must be in [0, 1], got {self.pre_nms_score_threshold}.")
+        for name in ("fusion_dropout", "fpn_drop_block_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        for name in ("fpn_channels", "fusion_hidden_size", "fusion_num_heads", "head_group_norm_groups", "atss_topk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.pre_nms_top_n < 1 or self.max_detections < 1:
             raise ValueError(
                 f"pre_nms_top_n ({self.pre_nms_top_n}) and max_detections ({self.max_detections}) must be >= 1."

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 from .box_geometry_glip import GLIPBoxCoder, legacy_box_iou
 from .configuration_glip import GLIPConfig
@@ -146,7 +147,8 @@ def token_sigmoid_focal_loss(
     """Binary sigmoid focal loss (Lin et al. 2017) summed over the token positions where `text_mask` is 1.
 
     Per element: `alpha_t * (1 - p_t) ** gamma * BCE(logit, target)`; `alpha < 0` disables the alpha weighting.
-    Official: `layers/sigmoid_focal_loss.py::token_sigmoid_binary_focal_loss` (version "binary").
+    Official: `layers/sigmoid_focal_loss.py::token_sigmoid_binary_focal_loss` (version "binary"), which is
+    `torchvision.ops.sigmoid_focal_loss` (same operations in the same order) on the selected positions.
 
     Args:
         logits: `(batch, num_anchors, sequence_length)` token logits.
@@ -159,13 +161,7 @@ def token_sigmoid_focal_loss(
     selected = (text_mask > 0)[:, None, :].expand_as(logits)  # (batch, num_anchors, sequence_length)
     logits = torch.masked_select(logits, selected)  # (num_selected,)
     targets = torch.masked_select(targets.to(logits.dtype), selected)  # (num_selected,)
-    probabilities = torch.sigmoid(logits)
-    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    probability_of_target = probabilities * targets + (1 - probabilities) * (1 - targets)
-    loss = cross_entropy * ((1 - probability_of_target) ** gamma)
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.sum()
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="sum")
 
 
 def generalized_iou_loss(

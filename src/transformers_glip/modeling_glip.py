@@ -70,8 +70,12 @@ SWIN_INIT_STD = 0.02
 
 
 def hard_sigmoid(tensor: torch.Tensor) -> torch.Tensor:
-    """`relu6(x + 3) / 6` (official `h_sigmoid`)."""
-    return F.relu6(tensor + 3.0) / 6.0
+    """`relu6(x + 3) / 6` (official `h_sigmoid`), computed by `torch.nn.functional.hardsigmoid`.
+
+    Bit-identical to the official three-op form in float32; in bfloat16/float16 `hardsigmoid` rounds once instead of
+    after every op (differences of one unit in the last place).
+    """
+    return F.hardsigmoid(tensor)
 
 
 def reinterpret_offsets_for_output(
@@ -117,7 +121,8 @@ class GLIPScale(nn.Module):
 
     def __init__(self, init_value: float = 1.0):
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor([init_value], dtype=torch.float32))
+        # The default dtype, so that `from_pretrained(dtype=...)` builds it in the requested dtype.
+        self.scale = nn.Parameter(torch.tensor([init_value]))
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor * self.scale
@@ -319,6 +324,7 @@ class GLIPHeadBlock(GradientCheckpointingLayer):
         text_attention_mask: torch.Tensor,
         *visual_features: torch.Tensor,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """
         Args:
@@ -326,23 +332,32 @@ class GLIPHeadBlock(GradientCheckpointingLayer):
             text_attention_mask: `(batch, sequence_length)`.
             visual_features: the pyramid levels, each `(batch, channels, height_l, width_l)`, P3 first.
             output_hidden_states: with fusion, also return the fusion outputs.
+            output_attentions: also return the attention probabilities of the fusion and of the text layer.
 
         Returns:
             `(text_hidden_states, *dyconv_features)`, followed by `(fused_text_hidden_states, *fused_visual_features)`
-            when `output_hidden_states` is set and the block has a fusion.
+            when `output_hidden_states` is set and the block has a fusion, then (with `output_attentions`) the
+            fusion's `(vision_to_text, text_to_vision)` probabilities when it has a fusion and the text layer's
+            probabilities when it has a text layer (see [`GLIPBiMultiHeadAttention`], [`GLIPHeadTextLayer`]).
         """
-        fusion_outputs = ()
+        fusion_outputs, attention_outputs = (), ()
         if self.fusion is not None:
-            fused_visual_features, text_hidden_states = self.fusion(
-                list(visual_features), text_hidden_states, text_attention_mask
+            fused_visual_features, text_hidden_states, fusion_attentions = self.fusion(
+                list(visual_features), text_hidden_states, text_attention_mask, output_attentions
             )
             visual_features = tuple(fused_visual_features)
             if output_hidden_states:
                 fusion_outputs = (text_hidden_states, *visual_features)
+            if output_attentions:
+                attention_outputs = fusion_attentions
         if self.text_layer is not None:
-            text_hidden_states = self.text_layer(text_hidden_states, text_attention_mask)
+            text_hidden_states, text_attentions = self.text_layer(
+                text_hidden_states, text_attention_mask, output_attentions
+            )
+            if output_attentions:
+                attention_outputs = (*attention_outputs, text_attentions)
         dyconv_features = self.dyconv(list(visual_features))
-        return (text_hidden_states, *dyconv_features, *fusion_outputs)
+        return (text_hidden_states, *dyconv_features, *fusion_outputs, *attention_outputs)
 
 
 @dataclass
@@ -363,6 +378,11 @@ class GLIPDynamicHeadOutput(ModelOutput):
         fusion_vision_hidden_states, fusion_text_hidden_states, head_text_hidden_states, dyconv_hidden_states:
             Per block (when requested): fusion visual outputs (tuple of levels), fusion text output, head text-layer
             output, DyConv outputs (tuple of levels). `None` entries where a block has no such module.
+        fusion_attentions, head_text_attentions:
+            Per block (with `output_attentions`): the fusion's `(vision_to_text, text_to_vision)` probabilities,
+            `(batch, fusion_num_heads, num_positions, sequence_length)` and `(batch, fusion_num_heads,
+            sequence_length, num_positions)`; the text layer's `(batch, num_heads, sequence_length, sequence_length)`.
+            `None` entries where a block has no such module.
     """
 
     logits: torch.FloatTensor | None = None
@@ -374,6 +394,8 @@ class GLIPDynamicHeadOutput(ModelOutput):
     fusion_text_hidden_states: tuple | None = None
     head_text_hidden_states: tuple | None = None
     dyconv_hidden_states: tuple | None = None
+    fusion_attentions: tuple | None = None
+    head_text_attentions: tuple | None = None
 
 
 class GLIPDynamicHead(nn.Module):
@@ -394,10 +416,11 @@ class GLIPDynamicHead(nn.Module):
         self.centerness = nn.Conv2d(channels, 1, kernel_size=1)
         self.scales = nn.ModuleList([GLIPScale(1.0) for _ in range(config.num_feature_levels)])
         self.token_projection = nn.Linear(config.text_hidden_size, channels)
-        self.log_scale = nn.Parameter(torch.tensor([config.log_scale_init], dtype=torch.float32))
+        # Scalars in the default dtype, so that `from_pretrained(dtype=...)` builds them in the requested dtype.
+        self.log_scale = nn.Parameter(torch.tensor([config.log_scale_init]))
         self.bias_lang = nn.Parameter(torch.zeros(config.text_hidden_size))
         prior_bias = -math.log((1 - config.prior_prob) / config.prior_prob)
-        self.bias0 = nn.Parameter(torch.tensor([prior_bias], dtype=torch.float32))
+        self.bias0 = nn.Parameter(torch.tensor([prior_bias]))
 
     def forward(
         self,
@@ -406,6 +429,7 @@ class GLIPDynamicHead(nn.Module):
         text_embedded: torch.Tensor,
         text_attention_mask: torch.Tensor,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> GLIPDynamicHeadOutput:
         """
         Args:
@@ -415,20 +439,31 @@ class GLIPDynamicHead(nn.Module):
             text_embedded: the same times the attention mask (used for the dot product without fused text).
             text_attention_mask: `(batch, sequence_length)`, 1 for real tokens.
             output_hidden_states: also return every block's intermediate tensors.
+            output_attentions: also return every block's attention probabilities.
         """
         num_levels = len(visual_features)
         fusion_vision_states, fusion_text_states, head_text_states, dyconv_states = [], [], [], []
+        fusion_attentions, head_text_attentions = [], []
         for block in self.blocks:
             block_outputs = block(
-                text_hidden_states, text_attention_mask, *visual_features, output_hidden_states=output_hidden_states
+                text_hidden_states,
+                text_attention_mask,
+                *visual_features,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
             )
             text_hidden_states = block_outputs[0]
             visual_features = block_outputs[1 : 1 + num_levels]
-            has_fusion_outputs = len(block_outputs) > 1 + num_levels
-            fusion_text_states.append(block_outputs[1 + num_levels] if has_fusion_outputs else None)
-            fusion_vision_states.append(block_outputs[2 + num_levels :] if has_fusion_outputs else None)
+            extra_outputs = block_outputs[1 + num_levels :]  # see `GLIPHeadBlock.forward` for the layout
+            has_fusion_outputs = output_hidden_states and block.fusion is not None
+            fusion_text_states.append(extra_outputs[0] if has_fusion_outputs else None)
+            fusion_vision_states.append(extra_outputs[1 : 1 + num_levels] if has_fusion_outputs else None)
             head_text_states.append(text_hidden_states if block.text_layer is not None else None)
             dyconv_states.append(visual_features)
+            if output_attentions:
+                attention_outputs = extra_outputs[1 + num_levels :] if has_fusion_outputs else extra_outputs
+                fusion_attentions.append(tuple(attention_outputs[:2]) if block.fusion is not None else None)
+                head_text_attentions.append(attention_outputs[-1] if block.text_layer is not None else None)
 
         text_embeddings = text_hidden_states if self.use_fused_text_for_dot_product else text_embedded
         normalized_text = F.normalize(text_embeddings, p=2, dim=-1)
@@ -462,6 +497,8 @@ class GLIPDynamicHead(nn.Module):
             fusion_text_hidden_states=tuple(fusion_text_states) if output_hidden_states else None,
             head_text_hidden_states=tuple(head_text_states) if output_hidden_states else None,
             dyconv_hidden_states=tuple(dyconv_states) if output_hidden_states else None,
+            fusion_attentions=tuple(fusion_attentions) if output_attentions else None,
+            head_text_attentions=tuple(head_text_attentions) if output_attentions else None,
         )
 
 
@@ -478,6 +515,10 @@ class GLIPPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["GLIPSwinBlock", "GLIPHeadBlock", "BertLayer"]
+    # The Swin window attention and the BERT text model go through transformers' attention interface (eager or SDPA,
+    # SDPA by default); the fusion and the head text layers are always eager (official clamps, see
+    # `modeling_glip_fusion.py`).
+    _supports_sdpa = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the `auto_map` entries and `glip_shim.py` that let the folder load
@@ -591,6 +632,17 @@ class GLIPModelOutput(ModelOutput):
             Per head block, the head text layer's output or `None`.
         dyconv_hidden_states (`tuple`, *optional*):
             Per head block, the DyConv outputs (a tuple of levels).
+        backbone_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Per Swin block (all stages), `(batch * num_windows, num_heads, window * window, window * window)`
+            (with `output_attentions=True`).
+        text_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Per BERT layer, `(batch, num_heads, sequence_length, sequence_length)`.
+        fusion_attentions (`tuple`, *optional*):
+            Per head block, the fusion's `(vision_to_text, text_to_vision)` probabilities, `(batch, fusion_num_heads,
+            num_positions, sequence_length)` and `(batch, fusion_num_heads, sequence_length, num_positions)` over
+            the visual positions of all levels; `None` without fusion.
+        head_text_attentions (`tuple`, *optional*):
+            Per head block, the head text layer's `(batch, num_heads, sequence_length, sequence_length)` or `None`.
     """
 
     logits: torch.FloatTensor | None = None
@@ -607,25 +659,33 @@ class GLIPModelOutput(ModelOutput):
     fusion_text_hidden_states: tuple | None = None
     head_text_hidden_states: tuple | None = None
     dyconv_hidden_states: tuple | None = None
+    backbone_attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
+    fusion_attentions: tuple | None = None
+    head_text_attentions: tuple | None = None
 
 
 class GLIPModel(GLIPPreTrainedModel):
     """GLIP without box decoding: Swin + FPN, BERT, and the vision-language dynamic head.
 
-    The BERT text model uses eager attention unless another implementation is requested explicitly, for parity with
-    the official model.
+    The Swin window attention and the BERT text model follow `config._attn_implementation` (SDPA by default, or
+    `attn_implementation="eager"`); both give the official outputs to float rounding.
     """
 
     def __init__(self, config: GLIPConfig):
         super().__init__(config)
-        text_config = config.text_config
-        if text_config._attn_implementation is None:
-            text_config._attn_implementation = "eager"
         self.backbone = GLIPSwinBackbone(config)
         self.feature_pyramid = GLIPFeaturePyramid(config)
-        self.text_model = BertModel(text_config, add_pooling_layer=False)
+        self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.head = GLIPDynamicHead(config)
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The BERT word embeddings."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
 
     @can_return_tuple
     def forward(
@@ -635,8 +695,10 @@ class GLIPModel(GLIPPreTrainedModel):
         attention_mask: torch.LongTensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
-        output_hidden_states: bool = False,
-    ) -> GLIPModelOutput:
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> GLIPModelOutput | tuple:
         """
         Args:
             pixel_values: `(batch, 3, height, width)` BGR images normalised with the Detectron mean/std and zero-padded
@@ -646,7 +708,14 @@ class GLIPModel(GLIPPreTrainedModel):
             attention_mask: `(batch, sequence_length)`, 1 for real tokens, 0 for padding; all ones if omitted.
             token_type_ids: `(batch, sequence_length)`; zeros if omitted (the official model never passes them).
             image_sizes: unused by the network (it sees the padded images); accepted for API symmetry.
-            output_hidden_states: also return the intermediate tensors of every stage.
+            output_hidden_states: also return the intermediate tensors of every stage (default:
+                `config.output_hidden_states`).
+            output_attentions: also return the attention probabilities of every attention (default:
+                `config.output_attentions`). As everywhere in transformers, BERT returns them only with eager
+                attention (`attn_implementation="eager"`; setting `config.output_attentions=True` selects it); the
+                Swin window attention computes them eagerly for that call, the fusion and head text layers always.
+            return_dict: return a [`GLIPModelOutput`] (default: `config.return_dict`) or a tuple of its non-`None`
+                fields.
 
         Several prompts for one image (large vocabularies split into label chunks): with `pixel_values` of batch 1
         and `input_ids` of batch `K > 1`, the Swin backbone and the FPN run ONCE and their feature maps are broadcast
@@ -662,8 +731,13 @@ class GLIPModel(GLIPPreTrainedModel):
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
 
-        backbone_features = self.backbone(pixel_values)  # (C3, C4, C5)
+        backbone_outputs = self.backbone(pixel_values, output_attentions=output_attentions)
+        backbone_features = backbone_outputs.feature_maps  # (C3, C4, C5)
         pyramid_features = self.feature_pyramid(backbone_features)  # (P3, ..., P7)
         if num_images != num_prompts:
             # One image, several prompts: the vision features are shared, not recomputed.
@@ -676,6 +750,8 @@ class GLIPModel(GLIPPreTrainedModel):
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
         )
         text_hidden_states = text_outputs.last_hidden_state  # (batch, seq_len, text_hidden_size)
         text_embedded = text_hidden_states * attention_mask.unsqueeze(-1).to(text_hidden_states.dtype)
@@ -686,7 +762,15 @@ class GLIPModel(GLIPPreTrainedModel):
             text_embedded,
             attention_mask,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
+        backbone_attentions = backbone_outputs.attentions
+        if output_attentions and num_images != num_prompts:
+            # (1 * num_windows, heads, N, N) -> (num_prompts * num_windows, heads, N, N) views, like the features
+            backbone_attentions = tuple(
+                attention.unsqueeze(0).expand(num_prompts, *attention.shape).flatten(0, 1)
+                for attention in backbone_attentions
+            )
         return GLIPModelOutput(
             logits=head_outputs.logits,
             box_regression=head_outputs.box_regression,
@@ -702,6 +786,10 @@ class GLIPModel(GLIPPreTrainedModel):
             fusion_text_hidden_states=head_outputs.fusion_text_hidden_states,
             head_text_hidden_states=head_outputs.head_text_hidden_states,
             dyconv_hidden_states=head_outputs.dyconv_hidden_states,
+            backbone_attentions=backbone_attentions,
+            text_attentions=text_outputs.attentions if output_attentions else None,
+            fusion_attentions=head_outputs.fusion_attentions,
+            head_text_attentions=head_outputs.head_text_attentions,
         )
 
 
@@ -739,6 +827,8 @@ class GLIPGroundingOutput(ModelOutput):
         text_hidden_states, fusion_vision_hidden_states, fusion_text_hidden_states, head_text_hidden_states,
         dyconv_hidden_states:
             As in [`GLIPModelOutput`] (the tuples only with `output_hidden_states=True`).
+        backbone_attentions, text_attentions, fusion_attentions, head_text_attentions:
+            As in [`GLIPModelOutput`] (only with `output_attentions=True`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -761,6 +851,10 @@ class GLIPGroundingOutput(ModelOutput):
     fusion_text_hidden_states: tuple | None = None
     head_text_hidden_states: tuple | None = None
     dyconv_hidden_states: tuple | None = None
+    backbone_attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
+    fusion_attentions: tuple | None = None
+    head_text_attentions: tuple | None = None
 
 
 class GLIPForGrounding(GLIPPreTrainedModel):
@@ -785,15 +879,18 @@ class GLIPForGrounding(GLIPPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
         labels: list[dict[str, torch.Tensor]] | None = None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
         positive_map: torch.Tensor | None = None,
         original_sizes: torch.LongTensor | None = None,
         text_labels: list[list[str]] | None = None,
         chunk_label_indices: list[list[int]] | None = None,
-    ) -> GLIPGroundingOutput:
+    ) -> GLIPGroundingOutput | tuple:
         """
         Args:
-            pixel_values, input_ids, attention_mask, token_type_ids, image_sizes, output_hidden_states:
+            pixel_values, input_ids, attention_mask, token_type_ids, image_sizes, output_hidden_states,
+            output_attentions, return_dict:
                 See [`GLIPModel.forward`] (including ONE image with several prompts: the vision features are computed
                 once and shared by the prompts; `image_sizes` of that single image is then repeated per prompt).
             labels: one dict per image with `boxes` `(num_boxes, 4)` xyxy in network-input pixels and
@@ -808,6 +905,8 @@ class GLIPForGrounding(GLIPPreTrainedModel):
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
         )
         level_sizes = [tuple(size) for size in outputs.feature_map_sizes.tolist()]
         num_anchors_per_level = [height * width for height, width in level_sizes]
@@ -856,4 +955,8 @@ class GLIPForGrounding(GLIPPreTrainedModel):
             fusion_text_hidden_states=outputs.fusion_text_hidden_states,
             head_text_hidden_states=outputs.head_text_hidden_states,
             dyconv_hidden_states=outputs.dyconv_hidden_states,
+            backbone_attentions=outputs.backbone_attentions,
+            text_attentions=outputs.text_attentions,
+            fusion_attentions=outputs.fusion_attentions,
+            head_text_attentions=outputs.head_text_attentions,
         )

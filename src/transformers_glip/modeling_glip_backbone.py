@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from torchvision.ops import StochasticDepth
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_glip import GLIPConfig
 
@@ -30,12 +33,12 @@ __all__ = [
     "GLIPSwinAttention",
     "GLIPSwinBackbone",
     "GLIPSwinBlock",
-    "GLIPSwinDropPath",
     "GLIPSwinEmbeddings",
     "GLIPSwinMLP",
     "GLIPSwinPatchMerging",
     "GLIPSwinStage",
     "build_shifted_window_attention_mask",
+    "swin_eager_attention",
     "window_partition",
     "window_reverse",
 ]
@@ -117,24 +120,39 @@ def build_shifted_window_attention_mask(
     return mask.masked_fill(different_region, SHIFTED_WINDOW_MASK_VALUE)
 
 
-class GLIPSwinDropPath(nn.Module):
-    """Stochastic depth per sample (timm `DropPath`, used by the official `swint.py`); identity in eval mode."""
+def swin_eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window attention in the official operation order: `softmax((query * scale) @ key^T + mask) @ value`.
 
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
+    The signature is that of transformers' attention interface (`ALL_ATTENTION_FUNCTIONS`).
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return hidden_states
-        keep_prob = 1.0 - self.drop_prob
-        # (batch, 1, ..., 1): one keep/drop draw per sample
-        mask_shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
-        keep_mask = hidden_states.new_empty(mask_shape).bernoulli_(keep_prob)
-        return hidden_states * keep_mask / keep_prob
+    Args:
+        query, key, value: `(batch * num_windows, num_heads, window * window, head_dim)`.
+        attention_mask: additive `(batch * num_windows or 1, num_heads, window * window, window * window)` mask
+            (relative position bias, plus the shifted-window mask for shifted blocks).
+        scaling: `head_dim ** -0.5`.
 
-    def extra_repr(self) -> str:
-        return f"p={self.drop_prob}"
+    Returns:
+        `(batch * num_windows, window * window, num_heads, head_dim)` context and the
+        `(batch * num_windows, num_heads, window * window, window * window)` attention probabilities.
+    """
+    # (batch * num_windows, num_heads, window * window, window * window)
+    attention_scores = (query * scaling) @ key.transpose(-2, -1)
+    if attention_mask is not None:
+        attention_scores = attention_scores + attention_mask
+    attention_probs = attention_scores.softmax(dim=-1)
+    attention_probs = F.dropout(attention_probs, p=dropout, training=module.training)
+    # (batch * num_windows, num_heads, window * window, head_dim) -> (batch * num_windows, window * window, heads, dim)
+    context = (attention_probs @ value).transpose(1, 2).contiguous()
+    return context, attention_probs
 
 
 class GLIPSwinEmbeddings(nn.Module):
@@ -175,14 +193,22 @@ class GLIPSwinAttention(nn.Module):
     """Window multi-head self-attention with relative position bias (official `swint.py::WindowAttention`).
 
     The query/key/value projection stays fused (`qkv`, output rows ordered q, k, v) as in the official checkpoint.
+    The attention itself goes through transformers' attention interface, `config._attn_implementation`: "eager"
+    ([`swin_eager_attention`], the official operation order, returns the probabilities) or "sdpa"
+    (`torch.nn.functional.scaled_dot_product_attention`, the default; same results to float rounding: on the parity
+    fixtures the Swin outputs move by at most 2e-6 and the token logits by 2e-5, within the parity tolerances).
+    Both get the relative position bias and the shifted-window mask as one additive mask: the shifted-window mask is
+    0 inside a region, so the sum leaves every unmasked score bit-identical.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True):
+    def __init__(self, config: GLIPConfig, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True):
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.window_size = window_size
         self.scale = self.head_dim**-0.5
+        self.is_causal = False
         num_relative_positions = (2 * window_size - 1) ** 2
         self.relative_position_bias_table = nn.Parameter(torch.zeros(num_relative_positions, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -212,14 +238,22 @@ class GLIPSwinAttention(nn.Module):
         # (num_heads, window * window, window * window)
         return bias.permute(2, 0, 1)
 
-    def forward(self, window_tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        window_tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             window_tokens: `(batch * num_windows, window * window, dim)`.
             attention_mask: additive `(num_windows, window * window, window * window)` mask of shifted windows, or
                 `None` for non-shifted windows (padded tokens are then attended to, as in the official code).
+            output_attentions: also return the attention probabilities (eager attention only).
+
         Returns:
-            `(batch * num_windows, window * window, dim)`.
+            `(batch * num_windows, window * window, dim)` and the `(batch * num_windows, num_heads, window * window,
+            window * window)` probabilities (or `None`).
         """
         num_window_batches, num_tokens, dim = window_tokens.shape
         # (batch * num_windows, window * window, 3, num_heads, head_dim)
@@ -227,24 +261,27 @@ class GLIPSwinAttention(nn.Module):
         # (3, batch * num_windows, num_heads, window * window, head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
-        # Same operation order as the official code (scale the query, then matmul) for float32 parity.
-        # (batch * num_windows, num_heads, window * window, window * window)
-        attention_scores = (query * self.scale) @ key.transpose(-2, -1)
-        attention_scores = attention_scores + self.relative_position_bias().unsqueeze(0)
+        # (1, num_heads, window * window, window * window)
+        additive_mask = self.relative_position_bias().unsqueeze(0).to(query.dtype)
         if attention_mask is not None:
             num_windows = attention_mask.shape[0]
-            # (batch, num_windows, num_heads, window * window, window * window)
-            attention_scores = attention_scores.view(-1, num_windows, self.num_heads, num_tokens, num_tokens)
-            attention_scores = attention_scores + attention_mask[None, :, None].to(attention_scores.dtype)
-            # (batch * num_windows, num_heads, window * window, window * window)
-            attention_scores = attention_scores.view(-1, self.num_heads, num_tokens, num_tokens)
-        attention_probs = attention_scores.softmax(dim=-1)
+            # (1, num_windows, num_heads, N, N) -> (batch * num_windows, num_heads, N, N), N = window * window
+            additive_mask = additive_mask.unsqueeze(1) + attention_mask[None, :, None].to(query.dtype)
+            additive_mask = additive_mask.expand(num_window_batches // num_windows, -1, -1, -1, -1)
+            additive_mask = additive_mask.reshape(num_window_batches, self.num_heads, num_tokens, num_tokens)
 
-        # (batch * num_windows, num_heads, window * window, head_dim)
-        context = attention_probs @ value
+        attention_function = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, swin_eager_attention
+        )
+        if output_attentions:
+            attention_function = swin_eager_attention
+        # (batch * num_windows, window * window, num_heads, head_dim)
+        context, attention_probs = attention_function(
+            self, query, key, value, additive_mask, scaling=self.scale, dropout=0.0
+        )
         # (batch * num_windows, window * window, dim)
-        context = context.transpose(1, 2).reshape(num_window_batches, num_tokens, dim)
-        return self.projection(context)
+        context = context.reshape(num_window_batches, num_tokens, dim)
+        return self.projection(context), attention_probs if output_attentions else None
 
 
 class GLIPSwinMLP(nn.Module):
@@ -275,6 +312,7 @@ class GLIPSwinBlock(GradientCheckpointingLayer):
 
     def __init__(
         self,
+        config: GLIPConfig,
         dim: int,
         num_heads: int,
         window_size: int,
@@ -290,19 +328,27 @@ class GLIPSwinBlock(GradientCheckpointingLayer):
         self.window_size = window_size
         self.shift_size = shift_size
         self.layernorm_before = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.attention = GLIPSwinAttention(dim, num_heads, window_size, qkv_bias=qkv_bias)
-        self.drop_path = GLIPSwinDropPath(drop_path)
+        self.attention = GLIPSwinAttention(config, dim, num_heads, window_size, qkv_bias=qkv_bias)
+        # Stochastic depth per sample (timm `DropPath` in the official `swint.py`); identity in eval mode.
+        self.drop_path = StochasticDepth(drop_path, mode="row")
         self.layernorm_after = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.mlp = GLIPSwinMLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, hidden_states: torch.Tensor, shifted_window_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        shifted_window_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states: `(batch, height, width, dim)`.
             shifted_window_mask: `(num_windows, window * window, window * window)` from
                 [`build_shifted_window_attention_mask`] for the padded size; only read when `shift_size > 0`.
+            output_attentions: also return the window attention probabilities.
         Returns:
-            `(batch, height, width, dim)`.
+            `(batch, height, width, dim)` and the `(batch * num_windows, num_heads, window * window, window * window)`
+            attention probabilities (or `None`).
         """
         _, height, width, _ = hidden_states.shape
         shortcut = hidden_states
@@ -323,7 +369,7 @@ class GLIPSwinBlock(GradientCheckpointingLayer):
 
         # (batch * num_windows, window * window, dim)
         windows = window_partition(hidden_states, self.window_size)
-        windows = self.attention(windows, attention_mask)
+        windows, attention_probs = self.attention(windows, attention_mask, output_attentions=output_attentions)
         # (batch, padded_height, padded_width, dim)
         hidden_states = window_reverse(windows, self.window_size, padded_height, padded_width)
 
@@ -333,7 +379,8 @@ class GLIPSwinBlock(GradientCheckpointingLayer):
         hidden_states = hidden_states[:, :height, :width, :]
 
         hidden_states = shortcut + self.drop_path(hidden_states)
-        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+        return hidden_states, attention_probs
 
 
 class GLIPSwinPatchMerging(nn.Module):
@@ -391,6 +438,7 @@ class GLIPSwinStage(nn.Module):
         self.blocks = nn.ModuleList(
             [
                 GLIPSwinBlock(
+                    config,
                     dim=dim,
                     num_heads=num_heads,
                     window_size=self.window_size,
@@ -405,13 +453,17 @@ class GLIPSwinStage(nn.Module):
         )
         self.downsample = GLIPSwinPatchMerging(dim, backbone_config.layer_norm_eps) if downsample else None
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
         """
         Args:
             hidden_states: `(batch, height, width, dim)`.
+            output_attentions: also return every block's attention probabilities.
         Returns:
-            `(stage_output, downsampled)`: `(batch, height, width, dim)` (before patch merging) and
-            `(batch, ceil(height / 2), ceil(width / 2), 2 * dim)` or `None` for the last stage.
+            `(stage_output, downsampled, attentions)`: `(batch, height, width, dim)` (before patch merging),
+            `(batch, ceil(height / 2), ceil(width / 2), 2 * dim)` or `None` for the last stage, and one
+            `(batch * num_windows, num_heads, window * window, window * window)` tensor per block (or `None`).
         """
         height, width = hidden_states.shape[1:3]
         shifted_window_mask = None
@@ -426,10 +478,12 @@ class GLIPSwinStage(nn.Module):
                 device=hidden_states.device,
                 dtype=hidden_states.dtype,
             )
+        attentions = []
         for block in self.blocks:
-            hidden_states = block(hidden_states, shifted_window_mask)
+            hidden_states, attention_probs = block(hidden_states, shifted_window_mask, output_attentions)
+            attentions.append(attention_probs)
         downsampled = self.downsample(hidden_states) if self.downsample is not None else None
-        return hidden_states, downsampled
+        return hidden_states, downsampled, tuple(attentions) if output_attentions else None
 
 
 class GLIPSwinBackbone(nn.Module):
@@ -480,26 +534,32 @@ class GLIPSwinBackbone(nn.Module):
             for block in stage.blocks:
                 block.gradient_checkpointing = enable
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> BackboneOutput:
         """
         Args:
             pixel_values: `(batch, 3, height, width)` normalized BGR image (padded to a multiple of 32 by the image
                 processor; any size works).
+            output_attentions: also return the attention probabilities of every Swin block.
         Returns:
-            `(C3, C4, C5)`: `(batch, 2 * embed_dim, H / 8, W / 8)`, `(batch, 4 * embed_dim, H / 16, W / 16)`,
-            `(batch, 8 * embed_dim, H / 32, W / 32)` (sizes rounded up at every halving), NCHW, contiguous.
+            `BackboneOutput` with `feature_maps` `(C3, C4, C5)`: `(batch, 2 * embed_dim, H / 8, W / 8)`,
+            `(batch, 4 * embed_dim, H / 16, W / 16)`, `(batch, 8 * embed_dim, H / 32, W / 32)` (sizes rounded up at
+            every halving), NCHW, contiguous; and `attentions` (one tensor per block, all stages, when requested).
         """
         # (batch, height / 4, width / 4, embed_dim)
         hidden_states = self.embeddings(pixel_values)
-        feature_maps = []
+        feature_maps, attentions = [], []
         for stage_index, stage in enumerate(self.stages):
-            stage_output, hidden_states = stage(hidden_states)
+            stage_output, hidden_states, stage_attentions = stage(hidden_states, output_attentions)
+            if output_attentions:
+                attentions.extend(stage_attentions)
             if stage_index == 0:
                 continue
             stage_output = self.output_norms[stage_index - 1](stage_output)
             # (batch, channels, height, width)
             feature_maps.append(stage_output.permute(0, 3, 1, 2).contiguous())
-        return tuple(feature_maps)
+        return BackboneOutput(
+            feature_maps=tuple(feature_maps), attentions=tuple(attentions) if output_attentions else None
+        )
 
 
 class GLIPDropBlock2d(nn.Module):

@@ -4,6 +4,11 @@ Official sources (microsoft/GLIP): `maskrcnn_benchmark/utils/fuse_helper.py` (`B
 `BiAttentionBlockForCheckpoint`, fusion type "MHA-B") and `maskrcnn_benchmark/modeling/rpn/modeling_bert.py` +
 `vldyhead.py::BertEncoderLayer` (the BERT layer with overflow clamps that updates the text features in every head
 block).
+
+Both attentions here stay eager, hand-written, by design: the official code clamps their scores to +-50000 before
+the softmax (and the image->text direction subtracts the row maximum, clamps again and is unmasked), which no fused
+kernel of transformers' attention interface (SDPA, flash, flex) can express. The parts of the head text layer
+without a clamp are transformers' own `BertSelfOutput`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
+from transformers.models.bert.modeling_bert import BertSelfOutput
 
 from .configuration_glip import GLIPConfig
 
@@ -26,7 +32,6 @@ __all__ = [
     "GLIPHeadTextLayer",
     "GLIPHeadTextOutput",
     "GLIPHeadTextSelfAttention",
-    "GLIPHeadTextSelfOutput",
 ]
 
 # The official code clamps attention scores, BERT activations and dot-product logits to +-50000 so that they stay
@@ -92,16 +97,19 @@ class GLIPBiMultiHeadAttention(nn.Module):
         vision_features: torch.Tensor,
         text_features: torch.Tensor,
         text_attention_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """
         Args:
             vision_features: `(batch, num_positions, vision_dim)` LayerNorm-ed visual tokens of all levels.
             text_features: `(batch, sequence_length, text_dim)` LayerNorm-ed text tokens.
             text_attention_mask: `(batch, sequence_length)`, 1 for real tokens and 0 for padding.
+            output_attentions: also return both attention-probability tensors (before dropout).
 
         Returns:
-            `(vision_delta, text_delta)` of shapes `(batch, num_positions, vision_dim)` and
-            `(batch, sequence_length, text_dim)`.
+            `(vision_delta, text_delta, attentions)`: `(batch, num_positions, vision_dim)`,
+            `(batch, sequence_length, text_dim)`, and `(vision_to_text (batch, num_heads, num_positions,
+            sequence_length), text_to_vision (batch, num_heads, sequence_length, num_positions))` or `None`.
         """
         batch_size, num_positions, _ = vision_features.shape
         sequence_length = text_features.shape[1]
@@ -118,7 +126,11 @@ class GLIPBiMultiHeadAttention(nn.Module):
         text_scores = scores.transpose(1, 2)  # (batch * heads, seq_len, num_positions)
         text_scores = text_scores - torch.max(text_scores, dim=-1, keepdim=True)[0]
         text_scores = _clamp(text_scores)
-        text_attention_weights = text_scores.softmax(dim=-1)
+        # (batch * heads, seq_len, positions) -> (batch, heads, seq_len, positions): the returned probabilities are
+        # the tensor the product below reads (so they can retain gradients)
+        text_attention_weights = text_scores.softmax(dim=-1).view(
+            batch_size, self.num_heads, sequence_length, num_positions
+        )
 
         # text -> image direction: every visual position attends over the real text tokens.
         if text_attention_mask is not None:
@@ -127,19 +139,24 @@ class GLIPBiMultiHeadAttention(nn.Module):
             mask_term = mask_term[:, None, None, :]  # (batch, 1, 1, seq_len)
             scores = scores.view(batch_size, self.num_heads, num_positions, sequence_length) + mask_term
             scores = scores.view(batch_size * self.num_heads, num_positions, sequence_length)
-        vision_attention_weights = nn.functional.softmax(scores, dim=-1)
+        # (batch * heads, positions, seq_len) -> (batch, heads, positions, seq_len), as above
+        vision_attention_weights = nn.functional.softmax(scores, dim=-1).view(
+            batch_size, self.num_heads, num_positions, sequence_length
+        )
 
         vision_attention_probs = nn.functional.dropout(
             vision_attention_weights, p=self.dropout, training=self.training
         )
         text_attention_probs = nn.functional.dropout(text_attention_weights, p=self.dropout, training=self.training)
 
-        vision_output = torch.bmm(vision_attention_probs, text_value_states)  # (batch * heads, positions, head_dim)
-        text_output = torch.bmm(text_attention_probs, vision_value_states)  # (batch * heads, seq_len, head_dim)
+        # (batch * heads, positions, head_dim) and (batch * heads, seq_len, head_dim)
+        vision_output = torch.bmm(vision_attention_probs.flatten(0, 1), text_value_states)
+        text_output = torch.bmm(text_attention_probs.flatten(0, 1), vision_value_states)
 
         vision_delta = self.out_vision_proj(self._merge_heads(vision_output, batch_size))
         text_delta = self.out_text_proj(self._merge_heads(text_output, batch_size))
-        return vision_delta, text_delta
+        attentions = (vision_attention_weights, text_attention_weights) if output_attentions else None
+        return vision_delta, text_delta, attentions
 
 
 class GLIPBiAttentionBlock(nn.Module):
@@ -164,15 +181,18 @@ class GLIPBiAttentionBlock(nn.Module):
         visual_features: list[torch.Tensor],
         text_hidden_states: torch.Tensor,
         text_attention_mask: torch.Tensor | None = None,
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """
         Args:
             visual_features: per level `(batch, channels, height_l, width_l)`, P3 first.
             text_hidden_states: `(batch, sequence_length, text_dim)`.
             text_attention_mask: `(batch, sequence_length)`.
+            output_attentions: also return the attention probabilities (see [`GLIPBiMultiHeadAttention`]).
 
         Returns:
-            The fused visual features (same shapes as the input levels) and the fused text features.
+            The fused visual features (same shapes as the input levels), the fused text features and the attention
+            probabilities (or `None`).
         """
         level_sizes = [feature.shape[-2:] for feature in visual_features]
         flattened_levels = [
@@ -183,7 +203,9 @@ class GLIPBiAttentionBlock(nn.Module):
 
         vision_tokens = self.vision_layer_norm(vision_tokens)
         text_hidden_states = self.text_layer_norm(text_hidden_states)
-        vision_delta, text_delta = self.attention(vision_tokens, text_hidden_states, text_attention_mask)
+        vision_delta, text_delta, attentions = self.attention(
+            vision_tokens, text_hidden_states, text_attention_mask, output_attentions
+        )
         vision_tokens = vision_tokens + self.vision_gamma * vision_delta
         text_hidden_states = text_hidden_states + self.text_gamma * text_delta
 
@@ -195,7 +217,7 @@ class GLIPBiAttentionBlock(nn.Module):
             level = vision_tokens[:, :, start : start + height * width]  # (batch, channels, height_l * width_l)
             fused_levels.append(level.reshape(batch_size, channels, height, width))  # (batch, channels, h_l, w_l)
             start += height * width
-        return fused_levels, text_hidden_states
+        return fused_levels, text_hidden_states, attentions
 
 
 class GLIPHeadTextSelfAttention(nn.Module):
@@ -218,7 +240,11 @@ class GLIPHeadTextSelfAttention(nn.Module):
         tensor = tensor.view(batch_size, length, self.num_attention_heads, self.attention_head_size)
         return tensor.permute(0, 2, 1, 3)  # (batch, heads, length, head_size)
 
-    def forward(self, hidden_states: torch.Tensor, extended_attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, extended_attention_mask: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(batch, length, hidden)` -> `(batch, length, hidden)` and the `(batch, heads, length, length)`
+        probabilities (or `None`). Eager only: the clamp sits between the scaled scores and the padding mask."""
         query_layer = self._split_heads(self.query(hidden_states))
         key_layer = self._split_heads(self.key(hidden_states))
         value_layer = self._split_heads(self.value(hidden_states))
@@ -227,41 +253,34 @@ class GLIPHeadTextSelfAttention(nn.Module):
         attention_scores = attention_scores / math.sqrt(self.attention_head_size)
         attention_scores = _clamp(attention_scores)
         attention_scores = attention_scores + extended_attention_mask
-        attention_probs = nn.functional.softmax(attention_scores, dim=-1)
-        attention_probs = self.dropout(attention_probs)
+        attention_weights = nn.functional.softmax(attention_scores, dim=-1)
+        attention_probs = self.dropout(attention_weights)
 
         context_layer = torch.matmul(attention_probs, value_layer)  # (batch, heads, length, head_size)
         context_layer = context_layer.permute(0, 2, 1, 3).contiguous()  # (batch, length, heads, head_size)
-        return context_layer.view(*context_layer.shape[:-2], self.all_head_size)  # (batch, length, hidden)
-
-
-class GLIPHeadTextSelfOutput(nn.Module):
-    """dense -> dropout -> LayerNorm(x + input) (no clamp here, as in the official `BertSelfOutput`)."""
-
-    def __init__(self, config: GLIPConfig):
-        super().__init__()
-        text_config = config.text_config
-        self.dense = nn.Linear(text_config.hidden_size, text_config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(text_config.hidden_size, eps=text_config.layer_norm_eps)
-        self.dropout = nn.Dropout(text_config.hidden_dropout_prob)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(self.dense(hidden_states))
-        return self.LayerNorm(hidden_states + input_tensor)
+        context_layer = context_layer.view(*context_layer.shape[:-2], self.all_head_size)  # (batch, length, hidden)
+        return context_layer, attention_weights if output_attentions else None
 
 
 class GLIPHeadTextAttention(nn.Module):
+    """Clamped self-attention, then transformers' `BertSelfOutput` (dense -> dropout -> LayerNorm(x + input)),
+    which the official code runs without a clamp."""
+
     def __init__(self, config: GLIPConfig):
         super().__init__()
         self.self = GLIPHeadTextSelfAttention(config)
-        self.output = GLIPHeadTextSelfOutput(config)
+        self.output = BertSelfOutput(config.text_config)
 
-    def forward(self, hidden_states: torch.Tensor, extended_attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(hidden_states, extended_attention_mask), hidden_states)
+    def forward(
+        self, hidden_states: torch.Tensor, extended_attention_mask: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, attention_weights = self.self(hidden_states, extended_attention_mask, output_attentions)
+        return self.output(context, hidden_states), attention_weights
 
 
 class GLIPHeadTextIntermediate(nn.Module):
-    """dense -> clamp -> activation -> clamp (the clamps are unconditional in the official code)."""
+    """dense -> clamp -> activation -> clamp (the clamps are unconditional in the official code, so transformers'
+    `BertIntermediate` cannot be used)."""
 
     def __init__(self, config: GLIPConfig):
         super().__init__()
@@ -275,7 +294,8 @@ class GLIPHeadTextIntermediate(nn.Module):
 
 
 class GLIPHeadTextOutput(nn.Module):
-    """dense -> dropout -> clamp -> LayerNorm(x + attention_output) -> clamp."""
+    """dense -> dropout -> clamp -> LayerNorm(x + attention_output) -> clamp (transformers' `BertOutput` has no
+    clamps)."""
 
     def __init__(self, config: GLIPConfig):
         super().__init__()
@@ -302,17 +322,21 @@ class GLIPHeadTextLayer(nn.Module):
         self.intermediate = GLIPHeadTextIntermediate(config)
         self.output = GLIPHeadTextOutput(config)
 
-    def forward(self, hidden_states: torch.Tensor, text_attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, text_attention_mask: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states: `(batch, sequence_length, hidden_size)`.
             text_attention_mask: `(batch, sequence_length)`, 1 for real tokens and 0 for padding.
+            output_attentions: also return the self-attention probabilities.
 
         Returns:
-            `(batch, sequence_length, hidden_size)`.
+            `(batch, sequence_length, hidden_size)` and the `(batch, num_heads, sequence_length, sequence_length)`
+            probabilities (or `None`).
         """
         # HF `get_extended_attention_mask`: (1 - mask) * dtype-min, broadcast over heads and query positions.
         extended_attention_mask = text_attention_mask[:, None, None, :].to(hidden_states.dtype)  # (batch, 1, 1, len)
         extended_attention_mask = (1.0 - extended_attention_mask) * torch.finfo(hidden_states.dtype).min
-        attention_output = self.attention(hidden_states, extended_attention_mask)
-        return self.output(self.intermediate(attention_output), attention_output)
+        attention_output, attention_weights = self.attention(hidden_states, extended_attention_mask, output_attentions)
+        return self.output(self.intermediate(attention_output), attention_output), attention_weights
