@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The suite includes transformers' own common test mixins of the installed version (tests/transformers_common),
+# fetched once from its source distribution (tools/fetch_transformers_tests.sh).
 test: install
-	$(BIN)/python -m pytest -q tests
+	TRANSFORMERS_TESTS_SOURCE="$$(PYTHON=$(BIN)/python bash tools/fetch_transformers_tests.sh)" $(BIN)/python -m pytest -q tests
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks
