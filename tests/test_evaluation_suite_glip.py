@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -380,3 +382,27 @@ def test_detections_are_plain_lists_for_gathering(data, tiny_model, small_proces
     assert set(prediction) == {"reference", "boxes", "scores", "labels"}
     assert all(isinstance(value, list) for key, value in prediction.items() if key != "reference")
     assert torch.tensor(prediction["boxes"]).shape[1] == 4
+
+
+@pytest.mark.usefixtures("fresh_accelerator_state")
+def test_real_two_process_run_equals_one_process(data, tiny_a_dir, evaluate_script, tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo on CPU): each process predicts half of the images, gather_object brings
+    them to process 0; the summary equals the in-process 1-process run's."""
+    arguments = ["--coco", str(data / "coco.json"), str(data / "images")]
+    single = run_example(evaluate_script, tiny_a_dir, tmp_path / "one", *arguments)
+    environment = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "true",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.join(REPOSITORY, "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2", "--master_port", "29531",
+        SCRIPT, "--model", str(tiny_a_dir), *arguments, "--output_dir", str(tmp_path / "two"), "--min_size", "64",
+        "--max_size", "107",
+    ]  # fmt: skip
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["num_processes"] == 2 and single["num_processes"] == 1
+    assert two["datasets"] == json.loads(json.dumps(single["datasets"]))
