@@ -406,3 +406,16 @@ def test_real_two_process_run_equals_one_process(data, tiny_a_dir, evaluate_scri
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["num_processes"] == 2 and single["num_processes"] == 1
     assert two["datasets"] == json.loads(json.dumps(single["datasets"]))
+
+
+def test_lvis_images_named_by_coco_url(data, tmp_path):
+    """LVIS v1 images carry only `coco_url`: the official layout IMAGE_DIR/val2017/x.jpg, or IMAGE_DIR/x.jpg."""
+    lvis = json.loads((data / "lvis.json").read_text())
+    for image in lvis["images"]:
+        image["coco_url"] = f"http://images.cocodataset.org/val2017/{image.pop('file_name')}"
+    (tmp_path / "lvis_url.json").write_text(json.dumps(lvis))
+    flat = load_evaluation_dataset("lvis", tmp_path / "lvis_url.json", data / "images")
+    assert flat.samples[0].image_path == os.path.join(data / "images", "1.png")
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)
+    official = load_evaluation_dataset("lvis", tmp_path / "lvis_url.json", tmp_path / "coco")
+    assert official.samples[0].image_path == os.path.join(tmp_path / "coco", "val2017", "1.png")

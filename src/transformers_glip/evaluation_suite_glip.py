@@ -93,6 +93,7 @@ class EvaluationDataset:
         category_ids (`list[int]`): sorted json category ids.
         prompt (`tuple[str, list]`, *optional*): the caption and per-category spans when prompt overrides are given
             ([`build_category_prompt`]); `None`: the plain category list goes to [`detect`].
+        annotations_by_image (`dict[int, list[dict]]`): the json annotations of each image (entry) id.
     """
 
     name: str
@@ -102,6 +103,7 @@ class EvaluationDataset:
     category_names: list[str] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)
     prompt: tuple[str, list[list[tuple[int, int]]]] | None = None
+    annotations_by_image: dict[int, list[dict]] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -129,6 +131,20 @@ def _read_json(path: str | os.PathLike, name: str) -> dict:
         if not isinstance(dataset.get(key), list):
             raise ValueError(f"{name} {os.fspath(path)!r} lacks the list {key!r} of the COCO format.")
     return dataset
+
+
+def _image_path(image: Mapping, image_dir: str | os.PathLike) -> str:
+    """`image_dir/file_name`; LVIS v1 images have only `coco_url`: `image_dir/val2017/x.jpg` as the official
+    `LvisDetection` reads it (IMAGE_DIR = the COCO folder), or `image_dir/x.jpg` when only that exists."""
+    if "file_name" in image:
+        return os.path.join(image_dir, image["file_name"])
+    parts = str(image["coco_url"]).split("/")
+    official = os.path.join(image_dir, *parts[-2:])
+    return (
+        official
+        if os.path.exists(official) or not os.path.exists(os.path.join(image_dir, parts[-1]))
+        else (os.path.join(image_dir, parts[-1]))
+    )
 
 
 def build_category_prompt(
@@ -212,9 +228,12 @@ def load_evaluation_dataset(
     ground_truth = _read_json(annotation_file, f"{task} annotation file")
     samples = []
     for image in ground_truth["images"]:
-        if "id" not in image or "file_name" not in image:
-            raise ValueError(f"{os.fspath(annotation_file)!r}: every image needs `id` and `file_name`, got {image!r}.")
-        sample = EvaluationSample(int(image["id"]), os.path.join(image_dir, image["file_name"]))
+        if "id" not in image or ("file_name" not in image and "coco_url" not in image):
+            raise ValueError(
+                f"{os.fspath(annotation_file)!r}: every image needs `id` and `file_name` (or LVIS's `coco_url`), got "
+                f"{image!r}."
+            )
+        sample = EvaluationSample(int(image["id"]), _image_path(image, image_dir))
         if task == "flickr":
             if "caption" not in image or "tokens_positive_eval" not in image:
                 raise ValueError(
@@ -230,7 +249,11 @@ def load_evaluation_dataset(
     category_names = [] if task == "flickr" else [category["name"] for category in categories]
     if prompt_overrides is not None and task == "flickr":
         raise ValueError("prompt overrides apply to detection datasets, not to Flickr30K captions.")
+    annotations_by_image: dict[int, list[dict]] = {}
+    for annotation in ground_truth["annotations"]:
+        annotations_by_image.setdefault(annotation.get("image_id"), []).append(annotation)
     return EvaluationDataset(
+        annotations_by_image=annotations_by_image,
         name=name or os.path.splitext(os.path.basename(annotation_file))[0],
         task=task,
         ground_truth=ground_truth,
@@ -389,8 +412,8 @@ def ground_truth_predictor(score: float = 1.0) -> Callable:
         predictions = []
         for sample in samples:
             boxes, labels = [], []
-            for annotation in dataset.ground_truth["annotations"]:
-                if annotation["image_id"] != sample.reference or annotation.get("iscrowd", 0):
+            for annotation in dataset.annotations_by_image.get(sample.reference, []):
+                if annotation.get("iscrowd", 0):
                     continue
                 x, y, width, height = annotation["bbox"]
                 if dataset.task == "flickr":
