@@ -72,8 +72,9 @@ def load_model(arguments, device):
             image_mean=saved.image_mean,
             image_std=saved.image_std,
         )
-        processor = GLIPProcessor(image_processor, processor.tokenizer, max_length=processor.max_length,
-                                  chunk_size=processor.chunk_size)  # fmt: skip
+        processor = GLIPProcessor(
+            image_processor, processor.tokenizer, max_length=processor.max_length, chunk_size=processor.chunk_size
+        )
     return model, processor
 
 
@@ -87,7 +88,7 @@ def datasets_to_evaluate(arguments):
                 name=entry.name,
                 prompt_overrides=entry.prompts,
                 max_images=arguments.max_images,
-            )  # fmt: skip
+            )
             for entry in read_suite_config(arguments.suite)
         ]
     task = next(name for name in ("coco", "lvis", "flickr") if getattr(arguments, name))

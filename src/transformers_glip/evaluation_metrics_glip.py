@@ -140,13 +140,15 @@ class _GLIPEvaluationMetric(evaluate.Metric):
         if predictions is not None:
             if isinstance(predictions, Mapping) or isinstance(predictions, (str, bytes)):
                 raise TypeError("`predictions` must be a list with one dict per image.")
-            predictions = [_schema_prediction(prediction, f"predictions[{index}]") for index, prediction in
-                           enumerate(predictions)]  # fmt: skip
+            predictions = [
+                _schema_prediction(prediction, f"predictions[{index}]") for index, prediction in enumerate(predictions)
+            ]
         if references is not None:
             if isinstance(references, (Mapping, str, bytes)):
                 raise TypeError("`references` must be a list with one image id per image.")
-            references = [_schema_reference(reference, f"references[{index}]") for index, reference in
-                          enumerate(references)]  # fmt: skip
+            references = [
+                _schema_reference(reference, f"references[{index}]") for index, reference in enumerate(references)
+            ]
         super().add_batch(predictions=predictions, references=references, **kwargs)
 
     def add(self, *, prediction: Any = None, reference: Any = None, **kwargs) -> None:

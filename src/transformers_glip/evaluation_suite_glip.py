@@ -392,8 +392,8 @@ def model_predictor(model, processor, batch_size: int = 1) -> Callable:
     def predict(dataset: EvaluationDataset, samples: list[EvaluationSample], images: list) -> list[dict]:
         if dataset.task == "flickr":
             return [
-                _ground_caption(model, processor, image, s.caption, s.phrase_spans)
-                for s, image in zip(samples, images)
+                _ground_caption(model, processor, image, sample.caption, sample.phrase_spans)
+                for sample, image in zip(samples, images)
             ]
         if dataset.prompt is not None:
             caption, spans = dataset.prompt
@@ -433,9 +433,12 @@ def ground_truth_predictor(score: float = 1.0) -> Callable:
 
 
 def predict_samples(
-    predictor: Callable, dataset: EvaluationDataset, samples: Sequence[EvaluationSample], batch_size: int = 1,
+    predictor: Callable,
+    dataset: EvaluationDataset,
+    samples: Sequence[EvaluationSample],
+    batch_size: int = 1,
     progress: Callable[[int], None] | None = None,
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """Run `predictor` over `samples` batch by batch (images streamed); `progress(n)` after each batch.
 
     Returns:
@@ -533,8 +536,9 @@ def _plot(summary: Mapping[str, Any], path: str) -> None:
         else:
             count = sum(value >= 0 for value in entry["metrics"]["per_category"].values())
         heights.append(1.0 + 0.25 * min(count, MAX_PLOTTED_CATEGORIES))
-    figure, axes = plt.subplots(len(entries), 1, figsize=(7, sum(heights)), squeeze=False,
-                                gridspec_kw={"height_ratios": heights})  # fmt: skip
+    figure, axes = plt.subplots(
+        len(entries), 1, figsize=(7, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for axis, (name, entry) in zip(axes[:, 0], entries):
         metrics = entry["metrics"]
         if entry["task"] == "flickr":
