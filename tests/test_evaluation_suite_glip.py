@@ -251,18 +251,29 @@ def test_perfect_detector_scores_one_through_the_library_path(task, data):
         assert results["APf"] == -1.0  # no frequent category has ground truth
 
 
-def test_shifted_detector_scores_less(data):
-    dataset = load_evaluation_dataset("coco", data / "coco.json", data / "images")
+def shifted_predictor(fraction: float):
+    """The ground truth moved right by `fraction` of each box's width: IoU = (1 - fraction) / (1 + fraction)."""
     perfect = ground_truth_predictor()
 
-    def shifted(dataset_, samples, images):
-        predictions = perfect(dataset_, samples, images)
-        for prediction in predictions:  # every box 40% of its width to the right: IoU = 0.6 / 1.4 = 3/7 < 0.5
-            prediction["boxes"] = [[x1 + 0.4 * (x2 - x1 + 1), y1, x2 + 0.4 * (x2 - x1 + 1), y2]
-                                   for x1, y1, x2, y2 in prediction["boxes"]]  # fmt: skip
+    def predict(dataset, samples, images):
+        predictions = perfect(dataset, samples, images)
+        for prediction in predictions:
+            prediction["boxes"] = [
+                [x1 + fraction * (x2 - x1 + 1), y1, x2 + fraction * (x2 - x1 + 1), y2]
+                for x1, y1, x2, y2 in prediction["boxes"]
+            ]
         return predictions
 
-    results = compute_dataset_metrics(dataset, predict_samples(shifted, dataset, dataset.samples))
+    return predict
+
+
+def test_shifted_detector_scores_less_by_the_iou_thresholds_it_misses(data):
+    dataset = load_evaluation_dataset("coco", data / "coco.json", data / "images")
+    # 10%: IoU 0.9 / 1.1 = 0.818 -> a true positive at IoU 0.50 .. 0.80 (7 of the 10 thresholds) -> AP 0.7, AP50 1.
+    results = compute_dataset_metrics(dataset, predict_samples(shifted_predictor(0.1), dataset, dataset.samples))
+    assert results["AP"] == pytest.approx(0.7) and results["AP50"] == pytest.approx(1.0) and results["AP75"] == pytest.approx(1.0)
+    # 40%: IoU 0.6 / 1.4 = 0.43 < 0.5 -> every detection is a false positive.
+    results = compute_dataset_metrics(dataset, predict_samples(shifted_predictor(0.4), dataset, dataset.samples))
     assert results["AP50"] == 0.0 and results["AP"] == 0.0
 
 
