@@ -271,7 +271,11 @@ def test_shifted_detector_scores_less_by_the_iou_thresholds_it_misses(data):
     dataset = load_evaluation_dataset("coco", data / "coco.json", data / "images")
     # 10%: IoU 0.9 / 1.1 = 0.818 -> a true positive at IoU 0.50 .. 0.80 (7 of the 10 thresholds) -> AP 0.7, AP50 1.
     results = compute_dataset_metrics(dataset, predict_samples(shifted_predictor(0.1), dataset, dataset.samples))
-    assert results["AP"] == pytest.approx(0.7) and results["AP50"] == pytest.approx(1.0) and results["AP75"] == pytest.approx(1.0)
+    assert (
+        results["AP"] == pytest.approx(0.7)
+        and results["AP50"] == pytest.approx(1.0)
+        and results["AP75"] == pytest.approx(1.0)
+    )
     # 40%: IoU 0.6 / 1.4 = 0.43 < 0.5 -> every detection is a false positive.
     results = compute_dataset_metrics(dataset, predict_samples(shifted_predictor(0.4), dataset, dataset.samples))
     assert results["AP50"] == 0.0 and results["AP"] == 0.0
