@@ -21,13 +21,11 @@ references=...)` and `compute()` (keyword-only, as `evaluate.Metric`):
   the phrase's boxes, "merged" = the union box of the phrase's boxes; ground truth read from MDETR's
   `final_flickr_{separate,merged}GT_{val,test}.json`.
 
-Why not a subclass of `evaluate.Metric`: `evaluate` keeps every added example in an Arrow table whose schema is a
-fixed `datasets.Features`, and recomputes from that table. Detection evaluation needs the whole ground-truth dataset
-(categories, crowd flags, areas, LVIS negative lists) which is not a per-example feature, and per-image results are
-ragged lists of boxes; pycocotools then wants them in memory again. So these classes mirror the interface (same
-method names, keyword-only arguments, state cleared by `compute`) and keep their state in memory. Distributed
-evaluation gathers the per-image predictions (e.g. `accelerator.gather_for_metrics(..., use_gather_object=True)`)
-and adds them on one process; the library never imports accelerate.
+These classes keep their state in memory. The same metrics as `evaluate.Metric` subclasses (Arrow-stored per-image
+rows, `evaluate.load` scripts, evaluate's own multi-process gathering through file locks) are in
+`evaluation_metrics_glip.py`, which hands the gathered rows to these classes. Distributed evaluation without
+`evaluate` gathers the per-image predictions (e.g. `accelerate.utils.gather_object`, as `examples/evaluate.py`) and
+adds them on one process; the library never imports accelerate.
 
 Box conventions. Predictions are what [`detect`] and `GLIPProcessor.post_process_grounded_object_detection`
 return: per image `boxes` `(num_detections, 4)` xyxy in original-image pixels with the inclusive Detectron "+1"
