@@ -12,20 +12,18 @@ from transformers import BertTokenizer
 from transformers_glip.box_geometry_glip import flip_boxes, get_resize_output_size, resize_boxes
 from transformers_glip.image_processing_glip import GLIPImageProcessor
 from transformers_glip.processing_glip import clean_label_name
-from transformers_glip.synthetic_shapes_glip import SyntheticShapesConfig, generate_synthetic_shapes
-from transformers_glip.training_data_glip import (
-    GLIPTrainingCollator,
-    GLIPTrainingStream,
-    GLIPTrainingTransform,
-    GroundingSource,
-    SkippedRecordCounter,
+from transformers_glip.data.collator import GLIPTrainingCollator
+from transformers_glip.data.records import GroundingSource
+from transformers_glip.data.sources import (
     coco_detection_source,
-    detection_to_grounding,
     mdetr_grounding_source,
     odvg_source,
     pseudo_label_source,
     synthetic_shapes_source,
 )
+from transformers_glip.data.stream import GLIPTrainingStream, SkippedRecordCounter
+from transformers_glip.data.synthetic_shapes import SyntheticShapesConfig, generate_synthetic_shapes
+from transformers_glip.data.transform import GLIPTrainingTransform, detection_to_grounding
 
 TOKENIZER_PATH = "tests/fixtures/tiny_a/bert"
 
