@@ -252,7 +252,9 @@ def copy_checkpoint(checkpointed_run, destination):
 def test_damaged_checkpoints_fail_naming_the_file(pretrain, world, checkpointed_run, tmp_path):
     checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "missing")
     manifest = json.loads((checkpoint / "checkpoint_manifest.json").read_text())
-    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "stream_state_0.json"} <= set(manifest["files"])
+    assert {"model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "stream_state_0.json"} <= set(
+        manifest["files"]
+    )
     (checkpoint / "optimizer.bin").unlink()
     arguments = small_run_arguments(tmp_path / "missing", world, 3, "--skip_final_evaluation", "--resume")
     with pytest.raises(ValueError, match=r"step_00000002 is incomplete: optimizer.bin is missing. Delete"):
@@ -268,9 +270,9 @@ def test_damaged_checkpoints_fail_naming_the_file(pretrain, world, checkpointed_
         pretrain.check_file_is_loadable(str(checkpoint / "model.safetensors"))
 
     checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "zip")
-    size = (checkpoint / "scheduler.bin").stat().st_size
-    (checkpoint / "scheduler.bin").write_bytes(b"\0" * size)  # same size, not a torch file
-    with pytest.raises(ValueError, match=r"scheduler.bin cannot be read \(BadZipFile"):
+    size = (checkpoint / "random_states_0.pkl").stat().st_size
+    (checkpoint / "random_states_0.pkl").write_bytes(b"\0" * size)  # same size, not a torch file
+    with pytest.raises(ValueError, match=r"random_states_0.pkl cannot be read \(BadZipFile"):
         pretrain.validate_checkpoint(str(checkpoint), 1)
 
     checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "no_manifest")
@@ -301,10 +303,11 @@ def test_stray_folders_in_checkpoints_are_ignored(pretrain, world, checkpointed_
     ]
     arguments = small_run_arguments(output_dir, world, 3, "--skip_final_evaluation", "--resume")
     arguments += ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1"]
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         run_in_process(pretrain, arguments)
     assert [point["step"] for point in json.loads((output_dir / "loss_history.json").read_text())] == [1, 2, 3]
     assert "Ignoring" in caplog.text and "step_abc" in caplog.text
+    assert re.search(r"Resumed from \S*step_00000002 at step 2", caplog.text)
     remaining = sorted(os.listdir(output_dir / "checkpoints"))
     assert remaining == [".tmp-step_00000009", "notes", "step-abc", "step_00000003", "step_00000099.txt", "step_abc"]
 
