@@ -51,6 +51,7 @@ class SkippedRecordCounter:
     """
 
     max_examples = 5
+    max_detail_length = 200  # a record's detail quotes the bad value; a long one is cut
 
     def __init__(self):
         self.records_seen = 0
@@ -63,6 +64,7 @@ class SkippedRecordCounter:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         examples = self.examples.setdefault(reason, [])
         if len(examples) < self.max_examples:
+            detail = detail if len(detail) <= self.max_detail_length else detail[: self.max_detail_length] + "..."
             examples.append(f"{sample_id} ({detail})" if detail else sample_id)
 
     def drop_boxes(self, reason: str, count: int) -> None:
