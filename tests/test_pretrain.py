@@ -1,9 +1,11 @@
 """`examples/pretrain.py`: a short run learns, resumed runs equal uninterrupted ones, 2 CPU processes work."""
 
+import bisect
 import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -218,3 +220,151 @@ def test_dataset_arguments_mix_real_formats(pretrain, world, tmp_path):
     summary = json.loads((output_dir / "summary.json").read_text())
     assert summary["steps"] == 3 and "ap50" in summary
     assert not (output_dir / "detections.png").exists()  # the pipeline picture is part of the demo only
+
+
+# ------------------------------------------------------------------------------------------------ resume, checked
+
+
+def test_resume_without_a_checkpoint_fails_and_auto_starts_fresh(pretrain, world, tmp_path):
+    """`--resume` with nothing to resume from is an error naming the folder (it used to start from step 0 silently);
+    `--resume auto` is the explicit "resume if possible" choice."""
+    output_dir = tmp_path / "fresh"
+    with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint in .*fresh/checkpoints.*--resume auto"):
+        run_in_process(pretrain, small_run_arguments(output_dir, world, 1, "--skip_final_evaluation", "--resume"))
+    run_in_process(pretrain, small_run_arguments(output_dir, world, 1, "--skip_final_evaluation", "--resume", "auto"))
+    assert [point["step"] for point in json.loads((output_dir / "loss_history.json").read_text())] == [1]
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(pretrain, world, tmp_path_factory):
+    """A 2-step run with a checkpoint at step 2 (copied by the tests below before they damage it)."""
+    output_dir = tmp_path_factory.mktemp("checkpointed") / "run"
+    arguments = small_run_arguments(output_dir, world, 2, "--checkpointing_steps", "2", "--skip_final_evaluation")
+    run_in_process(pretrain, arguments)
+    return output_dir
+
+
+def copy_checkpoint(checkpointed_run, destination):
+    shutil.copytree(checkpointed_run / "checkpoints", destination / "checkpoints")
+    return destination / "checkpoints" / "step_00000002"
+
+
+def test_damaged_checkpoints_fail_naming_the_file(pretrain, world, checkpointed_run, tmp_path):
+    checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "missing")
+    manifest = json.loads((checkpoint / "checkpoint_manifest.json").read_text())
+    assert {"model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "stream_state_0.json"} <= set(
+        manifest["files"]
+    )
+    (checkpoint / "optimizer.bin").unlink()
+    arguments = small_run_arguments(tmp_path / "missing", world, 3, "--skip_final_evaluation", "--resume")
+    with pytest.raises(ValueError, match=r"step_00000002 is incomplete: optimizer.bin is missing. Delete"):
+        run_in_process(pretrain, arguments)
+
+    checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "truncated")
+    weights = (checkpoint / "model.safetensors").read_bytes()
+    (checkpoint / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=rf"model.safetensors has {len(weights) // 2} bytes, {len(weights)} were"):
+        pretrain.validate_checkpoint(str(checkpoint), 1)
+    # The format check alone also sees the cut (a file truncated before the manifest was written, say).
+    with pytest.raises(ValueError, match="the tensors need"):
+        pretrain.check_file_is_loadable(str(checkpoint / "model.safetensors"))
+
+    checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "zip")
+    size = (checkpoint / "random_states_0.pkl").stat().st_size
+    (checkpoint / "random_states_0.pkl").write_bytes(b"\0" * size)  # same size, not a torch file
+    with pytest.raises(ValueError, match=r"random_states_0.pkl cannot be read \(BadZipFile"):
+        pretrain.validate_checkpoint(str(checkpoint), 1)
+
+    checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "no_manifest")
+    (checkpoint / "checkpoint_manifest.json").unlink()
+    with pytest.raises(ValueError, match="cannot read checkpoint_manifest.json"):
+        pretrain.validate_checkpoint(str(checkpoint), 1)
+    checkpoint = copy_checkpoint(checkpointed_run, tmp_path / "processes")
+    with pytest.raises(ValueError, match="written by 1 processes, this run has 2"):
+        pretrain.validate_checkpoint(str(checkpoint), 2)
+
+
+def test_stray_folders_in_checkpoints_are_ignored(pretrain, world, checkpointed_run, tmp_path, caplog):
+    """`checkpoints/notes`, `step-abc`, `step_abc`, a `.tmp-` leftover and a stray file: skipped with a warning;
+    the resume picks the latest valid checkpoint (and the rotation never deletes those names)."""
+    output_dir = tmp_path / "stray"
+    copy_checkpoint(checkpointed_run, output_dir)
+    for name in ("notes", "step-abc", "step_abc", ".tmp-step_00000009"):
+        os.makedirs(output_dir / "checkpoints" / name)
+    (output_dir / "checkpoints" / "step_00000099.txt").write_text("not a checkpoint")
+    folders, ignored = pretrain.checkpoint_folders(str(output_dir))
+    assert [step for step, _ in folders] == [2]
+    assert sorted(os.path.basename(path) for path in ignored) == [
+        ".tmp-step_00000009",
+        "notes",
+        "step-abc",
+        "step_00000099.txt",
+        "step_abc",
+    ]
+    arguments = small_run_arguments(output_dir, world, 3, "--skip_final_evaluation", "--resume")
+    arguments += ["--checkpointing_steps", "1", "--checkpoints_total_limit", "1"]
+    with caplog.at_level("INFO"):
+        run_in_process(pretrain, arguments)
+    assert [point["step"] for point in json.loads((output_dir / "loss_history.json").read_text())] == [1, 2, 3]
+    assert "Ignoring" in caplog.text and "step_abc" in caplog.text
+    assert re.search(r"Resumed from \S*step_00000002 at step 2", caplog.text)
+    remaining = sorted(os.listdir(output_dir / "checkpoints"))
+    assert remaining == [".tmp-step_00000009", "notes", "step-abc", "step_00000003", "step_00000099.txt", "step_abc"]
+
+
+# ------------------------------------------------------------------------------------------------ arguments, LR
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--max_train_steps", "0"], "--max_train_steps must be >= 1"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be >= 1"),
+        (["--warmup_steps", "-1"], "--warmup_steps must be >= 0"),
+        (["--learning_rate", "nan"], "--learning_rate must be a finite number > 0"),
+        (["--warmup_factor", "0"], r"--warmup_factor must be in \(0, 1\]"),
+        (["--lr_milestones", "0.9", "0.5"], "--lr_milestones must be increasing fractions"),
+        (["--lr_milestones", "1.5"], "--lr_milestones must be increasing fractions"),
+        (["--ema_decay", "1"], r"--ema_decay must be in \[0, 1\)"),
+        (["--train_min_sizes", "0"], "--train_min_sizes must all be >= 1"),
+        (["--dataset", "coco", "train.json"], "coco takes KIND FILE IMAGE_DIR"),
+        (["--dataset", "imagenet", "train.json"], "unknown KIND 'imagenet'"),
+        (["--dataset", "synthetic_detection", "a", "b"], "synthetic_detection takes KIND DIR"),
+        (["--dataset_ratios", "1"], "--dataset_ratios needs one value per --dataset"),
+        (["--dataset", "synthetic_detection", "a", "--dataset_ratios", "0"], "not all 0"),
+        (["--eval_annotation_file", "/nonexistent/coco.json"], "is not a file"),
+        (["--resume", "/nonexistent/step_00000003"], "not 'latest', 'auto' or a checkpoint folder"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_argument(pretrain, arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.parse_args(arguments)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err), message
+
+
+def official_warmup_multistep_lr(base_lr, step, warmup_iters, warmup_factor, milestones, gamma):
+    """The official `WarmupMultiStepLR.get_lr` (linear warmup), written out as in `solver/lr_scheduler.py`."""
+    factor = 1
+    if step < warmup_iters:
+        alpha = float(step) / warmup_iters
+        factor = warmup_factor * (1 - alpha) + alpha
+    return base_lr * factor * gamma ** bisect.bisect_right(milestones, step)
+
+
+@pytest.mark.parametrize("warmup_steps, max_train_steps", [(50, 2400), (10, 100), (0, 30)])
+def test_lr_schedule_is_the_official_one_bit_for_bit(pretrain, warmup_steps, max_train_steps):
+    args = pretrain.parse_args(
+        ["--warmup_steps", str(warmup_steps), "--max_train_steps", str(max_train_steps), "--learning_rate", "1e-4"]
+    )
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [parameter], "lr": 1e-4}, {"params": [], "lr": 3e-5}])
+    scheduler = pretrain.build_lr_scheduler(optimizer, args)
+    milestones = [round(0.67 * max_train_steps), round(0.89 * max_train_steps)]
+    for step in range(max_train_steps):
+        for group, base_lr in zip(optimizer.param_groups, (1e-4, 3e-5)):
+            expected = official_warmup_multistep_lr(base_lr, step, warmup_steps, 0.001, milestones, 0.1)
+            assert group["lr"] == expected, (step, group["lr"], expected)
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)  # after both milestones: x 0.1 x 0.1

@@ -8,7 +8,7 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from transformers_glip.synthetic_shapes_glip import (
+from transformers_glip.data.synthetic_shapes import (
     COLOR_VALUES,
     SyntheticShapesConfig,
     category_names,

@@ -10,22 +10,20 @@ from PIL import Image, ImageDraw
 from transformers import BertTokenizer
 
 from transformers_glip.box_geometry_glip import flip_boxes, get_resize_output_size, resize_boxes
-from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.processing_glip import clean_label_name
-from transformers_glip.synthetic_shapes_glip import SyntheticShapesConfig, generate_synthetic_shapes
-from transformers_glip.training_data_glip import (
-    GLIPTrainingCollator,
-    GLIPTrainingStream,
-    GLIPTrainingTransform,
-    GroundingSource,
-    SkippedRecordCounter,
+from transformers_glip.data.collator import GLIPTrainingCollator
+from transformers_glip.data.records import GroundingSource
+from transformers_glip.data.sources import (
     coco_detection_source,
-    detection_to_grounding,
     mdetr_grounding_source,
     odvg_source,
     pseudo_label_source,
     synthetic_shapes_source,
 )
+from transformers_glip.data.stream import GLIPTrainingStream, SkippedRecordCounter
+from transformers_glip.data.synthetic_shapes import SyntheticShapesConfig, generate_synthetic_shapes
+from transformers_glip.data.transform import GLIPTrainingTransform, detection_to_grounding
+from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.processing_glip import clean_label_name
 
 TOKENIZER_PATH = "tests/fixtures/tiny_a/bert"
 
@@ -504,3 +502,334 @@ def test_stream_refuses_several_workers(tokenizer, small_processor, synthetic_wo
     loader = torch.utils.data.DataLoader(stream, batch_size=2, collate_fn=GLIPTrainingCollator(), num_workers=2)
     with pytest.raises(RuntimeError, match="num_workers"):
         next(iter(loader))
+
+
+# ------------------------------------------------------------------------------------------------ no silent failure
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def grounding_line(filename):
+    region = {"bbox": [1, 1, 20, 20], "tokens_positive": [[2, 5]]}
+    return {"filename": filename, "height": 48, "width": 64, "grounding": {"caption": "a cat", "regions": [region]}}
+
+
+def test_a_stream_of_only_invalid_records_stops_with_the_counts(tmp_path, tokenizer, small_processor):
+    """Every record unusable: instead of looping forever over epochs, the first full epoch without a sample raises
+    with the skip counts and examples (the stream is endless here: max_epochs=None)."""
+    source = odvg_source(
+        write_jsonl(tmp_path / "bad.jsonl", [grounding_line("missing.png") for _ in range(3)]),
+        tmp_path,
+        task="grounding",
+    )
+    stream = GLIPTrainingStream([source], make_transform(tokenizer, small_processor), shuffle_buffer_size=0)
+    with pytest.raises(RuntimeError, match=r"Every one of the 3 records of epoch 0") as error:
+        next(iter(stream))
+    assert "unreadable_image=3" in str(error.value) and "missing.png" in str(error.value)
+
+
+def test_some_invalid_records_never_stop_the_stream(tmp_path, tokenizer, small_processor):
+    """One valid record among bad ones: epochs go on (the rule cannot trigger on usable data), also after a resume
+    in the middle of an epoch whose valid record was already consumed."""
+    write_image(tmp_path / "good.png")
+    lines = [grounding_line("good.png")] + [grounding_line("missing.png") for _ in range(3)]
+    source = odvg_source(write_jsonl(tmp_path / "mixed.jsonl", lines), tmp_path, task="grounding")
+    transform = make_transform(tokenizer, small_processor)
+    stream = GLIPTrainingStream([source], transform, shuffle_buffer_size=0)
+    samples = [sample for _, sample in zip(range(5), stream)]
+    assert [sample["stream_state"]["epoch"] for sample in samples] == [0, 1, 2, 3, 4]
+    resumed = GLIPTrainingStream([source], transform, shuffle_buffer_size=0)
+    resumed.load_state_dict(samples[0]["stream_state"])  # epoch 0, after its only valid record
+    assert next(iter(resumed))["stream_state"]["epoch"] == 1
+
+
+def test_a_source_without_any_valid_record_is_warned_about(tmp_path, tokenizer, small_processor, monkeypatch):
+    from transformers_glip.data import stream as stream_module
+
+    write_image(tmp_path / "good.png")
+    good = odvg_source(write_jsonl(tmp_path / "good.jsonl", [grounding_line("good.png")]), tmp_path, "grounding")
+    bad = odvg_source(
+        write_jsonl(tmp_path / "bad.jsonl", [grounding_line("missing.png")]), tmp_path, "grounding", name="bad"
+    )
+    warnings = []
+    monkeypatch.setattr(stream_module.logger, "warning", warnings.append)
+    _, samples = stream_samples([good, bad], make_transform(tokenizer, small_processor))
+    assert len(samples) == 1
+    assert len(warnings) == 1 and "Source 'bad'" in warnings[0] and "unreadable_image=1" in warnings[0]
+
+
+def coco_with_a_bad_image(tmp_path, image_fields=None, annotation_fields=None):
+    """A COCO json of a good image and one whose image entry / annotation is updated with the given fields."""
+    write_image(tmp_path / "a.png")
+    images = [
+        {"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+        {"id": 2, "file_name": "a.png", "width": 64, "height": 48, **(image_fields or {})},
+    ]
+    annotations = [
+        {"id": 4, "image_id": 1, "bbox": [1, 2, 10, 10], "category_id": 1},
+        {"id": 5, "image_id": 2, "bbox": [1, 2, 10, 10], "category_id": 1, **(annotation_fields or {})},
+    ]
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cat"}]}
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    return coco_detection_source(tmp_path / "coco.json", tmp_path, num_shards=1)
+
+
+@pytest.mark.parametrize(
+    "image_fields, annotation_fields, reason, detail",
+    [
+        ({}, {"bbox": ["a", 1, 2, 3]}, "invalid_box", "bbox of annotation 5 must be 4 numbers, got ['a', 1, 2, 3]"),
+        ({}, {"bbox": ["1", "2", "10", "10"]}, "invalid_box", "must be 4 numbers"),  # not coerced to numbers
+        ({}, {"bbox": [1, 2, 10]}, "invalid_box", "must be 4 numbers"),
+        ({"width": "64"}, {}, "invalid_field", "width must be a positive integer, got '64'"),
+        ({"height": "abc"}, {}, "invalid_field", "height must be a positive integer, got 'abc'"),  # crashed before
+        ({"width": 64.5}, {}, "invalid_field", "width must be a positive integer, got 64.5"),
+        ({}, {"category_id": "x"}, "invalid_field", "category_id of annotation 5 must be an integer, got 'x'"),
+        ({}, {"category_id": "1"}, "invalid_field", "category_id of annotation 5 must be an integer, got '1'"),
+        ({}, {"category_id": 9}, "unknown_category", "not in the source's vocabulary"),
+        ({}, {"iscrowd": "0"}, "invalid_field", "iscrowd of annotation 5 must be 0 or 1"),
+        ({"file_name": 3}, {}, "invalid_field", "file_name must be a string"),
+        ({"file_name": None}, {}, "parse_error", "file_name is missing"),
+    ],
+)
+def test_wrong_typed_coco_fields_are_skipped_and_counted(
+    tmp_path, tokenizer, small_processor, image_fields, annotation_fields, reason, detail
+):
+    """Not a crash, not a silent coercion: the record is skipped under a reason, the counts and an example with the
+    detail are visible in the counter (and so in the training log)."""
+    source = coco_with_a_bad_image(tmp_path, image_fields, annotation_fields)
+    stream, samples = stream_samples([source], make_transform(tokenizer, small_processor))
+    assert [sample["sample_id"] for sample in samples] == ["coco:1"]
+    assert stream.counter.skipped == {reason: 1}
+    assert f"{reason}=1" in stream.counter.summary()
+    (example,) = stream.counter.examples[reason]
+    assert example.startswith("coco:2 (") and detail in example
+
+
+@pytest.mark.parametrize(
+    "line, reason, detail",
+    [
+        ({"width": "64"}, "invalid_field", "width must be a positive integer, got '64'"),
+        ({"bbox": ["a", 1, 2, 3]}, "invalid_box", "bbox of instance 0 must be 4 numbers"),
+        ({"bbox": ["1", "1", "20", "20"]}, "invalid_box", "must be 4 numbers"),
+        ({"label": "x", "category": None}, "invalid_field", "label of instance 0 must be an integer, got 'x'"),
+        ({"category": 3}, "invalid_field", "category of instance 0 must be a string"),
+        ({"instances": "none"}, "invalid_field", "detection.instances must be a list"),
+        ({"filename": ["a.png"]}, "invalid_field", "filename must be a string"),
+    ],
+)
+def test_wrong_typed_odvg_fields_are_skipped_and_counted(tmp_path, tokenizer, small_processor, line, reason, detail):
+    write_image(tmp_path / "a.png")
+    instance = {"bbox": [1, 1, 20, 20], "label": 0, "category": "cat"}
+    good = {"filename": "a.png", "height": 48, "width": 64, "detection": {"instances": [instance]}}
+    bad = json.loads(json.dumps(good))
+    for key, value in line.items():
+        if key in ("width", "filename"):
+            bad[key] = value
+        elif key == "instances":
+            bad["detection"]["instances"] = value
+        else:
+            bad["detection"]["instances"][0][key] = value
+    source = odvg_source(write_jsonl(tmp_path / "det.jsonl", [good, bad]), tmp_path, name="odvg")
+    stream, samples = stream_samples([source], make_transform(tokenizer, small_processor))
+    assert len(samples) == 1 and stream.counter.skipped == {reason: 1}
+    (example,) = stream.counter.examples[reason]
+    assert detail in example
+
+
+def test_wrong_typed_grounding_fields_are_skipped_and_counted(tmp_path, tokenizer, small_processor):
+    write_image(tmp_path / "a.png")
+    spans_as_strings = grounding_line("a.png")
+    spans_as_strings["grounding"]["regions"][0]["tokens_positive"] = [["2", "5"]]
+    numeric_caption = grounding_line("a.png")
+    numeric_caption["grounding"]["caption"] = 7
+    pseudo_string_score = {
+        "file_name": "a.png",
+        "caption": "a cat",
+        "bboxes": [[1, 1, 20, 20]],
+        "scores": ["0.9"],
+        "tokens_positive": [[[2, 5]]],
+    }
+    sources = [
+        odvg_source(
+            write_jsonl(tmp_path / "g.jsonl", [grounding_line("a.png"), spans_as_strings, numeric_caption]),
+            tmp_path,
+            task="grounding",
+        ),
+        pseudo_label_source(write_jsonl(tmp_path / "p.jsonl", [pseudo_string_score]), tmp_path, name="pseudo"),
+    ]
+    stream, samples = stream_samples(sources, make_transform(tokenizer, small_processor))
+    # 3 odvg records, the one-record pseudo source twice ("all_exhausted" oversamples it): 4 skipped, 1 kept.
+    assert len(samples) == 1 and stream.counter.skipped == {"invalid_field": 4}
+    report = " ".join(stream.counter.examples["invalid_field"])
+    assert "tokens_positive of region 0 must hold [begin, end] integer spans" in report
+    assert "grounding.caption must be a string" in report and "scores of entity 0 must be numbers" in report
+
+
+class _ImageServer:
+    """A loopback-only http server (127.0.0.1, a free port): `/good.png` is an image, `/slow.png` answers after 2 s,
+    everything else is 404."""
+
+    def __init__(self, png_bytes):
+        import http.server
+        import threading
+        import time
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/slow.png":
+                    time.sleep(2)
+                if self.path in ("/good.png", "/slow.png"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", str(len(png_bytes)))
+                    self.end_headers()
+                    self.wfile.write(png_bytes)
+                else:
+                    self.send_error(404, "Not Found")
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+
+            def handle_error(self, request, client_address):
+                pass  # the slow answer goes to a client that timed out (broken pipe): expected
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_image_urls_404_and_timeouts_are_counted_not_hung(tmp_path, tokenizer, small_processor, monkeypatch):
+    """Records whose image is an http URL: a 404 and a server slower than `image_timeout` are counted as
+    `unreadable_image` (with the http error), in bounded time; a good URL trains."""
+    import io
+    import time
+
+    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 120, 120)).save(buffer, format="PNG")
+    server = _ImageServer(buffer.getvalue())
+    try:
+        lines = [grounding_line(f"{server.url}/{name}.png") for name in ("good", "missing", "slow")]
+        source = odvg_source(write_jsonl(tmp_path / "urls.jsonl", lines), None, task="grounding")
+        transform = make_transform(tokenizer, small_processor, image_timeout=0.5)
+        start = time.monotonic()
+        stream, samples = stream_samples([source], transform)
+        elapsed = time.monotonic() - start
+    finally:
+        server.close()
+    assert len(samples) == 1 and samples[0]["pixel_values"].shape[0] == 3
+    assert stream.counter.skipped == {"unreadable_image": 2}
+    report = " ".join(stream.counter.examples["unreadable_image"])
+    assert "HTTP Error 404" in report and "timed out" in report
+    assert elapsed < 10, elapsed
+
+
+# ------------------------------------------------------------------------------------------------ argument checks
+
+
+@pytest.fixture
+def coco_file(tmp_path):
+    write_image(tmp_path / "a.png")
+    data = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    return tmp_path / "coco.json"
+
+
+def test_source_constructors_check_their_arguments(tmp_path, coco_file, synthetic_world):
+    with pytest.raises(FileNotFoundError, match="annotation_file='.*nothing.json' is not a file"):
+        coco_detection_source(tmp_path / "nothing.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match="image_dir='.*no_images' is not a folder"):
+        coco_detection_source(coco_file, tmp_path / "no_images")
+    with pytest.raises(ValueError, match="num_shards must be an integer >= 1, got 0"):
+        coco_detection_source(coco_file, tmp_path, num_shards=0)
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        mdetr_grounding_source(coco_file, tmp_path, name="")
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match="must hold a COCO json object"):
+        coco_detection_source(tmp_path / "list.json", tmp_path)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json is not valid json"):
+        coco_detection_source(tmp_path / "broken.json", tmp_path)
+    (tmp_path / "no_images.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(ValueError, match="lists no images"):
+        coco_detection_source(tmp_path / "no_images.json", tmp_path)
+    bad_category = {"images": [{"id": 1}], "categories": [{"id": "1", "name": "cat"}]}
+    (tmp_path / "bad_category.json").write_text(json.dumps(bad_category))
+    with pytest.raises(ValueError, match=r"categories\[0\] needs an integer 'id'"):
+        coco_detection_source(tmp_path / "bad_category.json", tmp_path)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="task must be 'detection' or 'grounding'"):
+        odvg_source(tmp_path / "empty.jsonl", tmp_path, task="segmentation")
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        odvg_source(tmp_path / "missing.jsonl", tmp_path)
+    with pytest.raises(ValueError, match="files is empty"):
+        odvg_source([], tmp_path)
+    (tmp_path / "label_map.json").write_text(json.dumps({"person": 0}))
+    with pytest.raises(ValueError, match="must map an integer label"):
+        odvg_source(tmp_path / "empty.jsonl", tmp_path, label_map_file=tmp_path / "label_map.json")
+    with pytest.raises(ValueError, match="shards_per_file must be an integer >= 1"):
+        odvg_source(tmp_path / "empty.jsonl", tmp_path, shards_per_file=0)
+    with pytest.raises(ValueError, match=r"score_threshold must be a number in \[0, 1\]"):
+        pseudo_label_source(tmp_path / "empty.jsonl", tmp_path, score_threshold=5)
+    with pytest.raises(FileNotFoundError, match="no metadata.json"):
+        synthetic_shapes_source(tmp_path)
+    with pytest.raises(ValueError, match="split must be one of"):
+        synthetic_shapes_source(synthetic_world, split="test")
+
+
+def test_stream_transform_and_collator_check_their_arguments(tokenizer, small_processor, synthetic_world):
+    source = synthetic_shapes_source(synthetic_world, "train", task="detection")
+    transform = make_transform(tokenizer, small_processor)
+    other = synthetic_shapes_source(synthetic_world, "train", task="grounding")
+    with pytest.raises(ValueError, match="sum to 0"):
+        GLIPTrainingStream([source, other], transform, probabilities=[0, 0])
+    with pytest.raises(ValueError, match="one non-negative ratio per source"):
+        GLIPTrainingStream([source, other], transform, probabilities=[1, float("nan")])
+    with pytest.raises(ValueError, match="rank must be < world_size"):
+        GLIPTrainingStream([source], transform, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="max_epochs must be None"):
+        GLIPTrainingStream([source], transform, max_epochs=0)
+    with pytest.raises(ValueError, match="shuffle_buffer_size must be an integer >= 0"):
+        GLIPTrainingStream([source], transform, shuffle_buffer_size=-1)
+    with pytest.raises(ValueError, match="stopping_strategy must be one of"):
+        GLIPTrainingStream([source, other], transform, stopping_strategy="never")
+    with pytest.raises(TypeError, match=r"sources\[0\] must be a GroundingSource"):
+        GLIPTrainingStream([source.dataset], transform)
+    with pytest.raises(TypeError, match="transform must be"):
+        GLIPTrainingStream([source], "transform")
+    with pytest.raises(ValueError, match="Need at least one source"):
+        GLIPTrainingStream([], transform)
+
+    class SlowTokenizer:
+        is_fast = False
+
+    with pytest.raises(TypeError, match="fast tokenizer"):
+        GLIPTrainingTransform(SlowTokenizer(), small_processor)
+    with pytest.raises(TypeError, match="image_processor must be a GLIPImageProcessor"):
+        GLIPTrainingTransform(tokenizer, object())
+    for keyword, value, message in (
+        ("max_length", 2, "max_length must be >= 3"),
+        ("num_negatives", -1, "num_negatives must be >= 0"),
+        ("full_negative_probability", 1.5, r"full_negative_probability must be in \[0, 1\]"),
+        ("box_tolerance", float("nan"), "box_tolerance must be >= 0"),
+        ("image_timeout", 0, "image_timeout must be > 0"),
+        ("separator", "", "separator must be a non-empty string"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            GLIPTrainingTransform(tokenizer, small_processor, **{keyword: value})
+    with pytest.raises(ValueError, match="size_divisibility must be an integer >= 0"):
+        GLIPTrainingCollator(size_divisibility=-32)

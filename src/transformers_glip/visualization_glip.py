@@ -1,7 +1,15 @@
-"""Drawing grounded detections on images (boxes, phrase, score)."""
+"""Figures: grounded detections drawn on images, a grid of detection tiles, and training curves.
+
+* [`draw_detections`]: boxes labelled "phrase score" on one image (processor or pipeline output).
+* [`best_label_per_object`], [`draw_detection_tile`], [`draw_detection_grid`]: the held-out picture of the training
+  demo (ground truth in white, detections in colour, one tile per image, tiles in a grid with a footer).
+* [`moving_average`], [`plot_training_curves`]: the loss curve (every loss term, raw and smoothed) next to the
+  held-out AP of a training run (matplotlib, imported when called).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,8 +17,16 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 import torch
+from torchvision.ops import nms
 
-__all__ = ["draw_detections"]
+__all__ = [
+    "best_label_per_object",
+    "draw_detection_grid",
+    "draw_detection_tile",
+    "draw_detections",
+    "moving_average",
+    "plot_training_curves",
+]
 
 # A qualitative palette (Tableau 10); each phrase keeps one colour.
 PALETTE = [
@@ -96,3 +112,153 @@ def draw_detections(
         draw.rectangle([left, top, left + text_width, top + text_height + 2], fill=colour)
         draw.text((left + 2, top), caption, fill=(255, 255, 255), font=font)
     return canvas
+
+
+# ----------------------------------------------------------------------------------------------- detection grid
+
+
+def best_label_per_object(detections: list[dict], iou_threshold: float = 0.5) -> list[dict]:
+    """Pipeline detections with only the best-scoring label per object, for readable pictures: greedy NMS across
+    labels (`torchvision.ops.nms`, plain IoU; the pipeline's own NMS is per label). Order: by score, best first."""
+    if not detections:
+        return []
+    boxes = torch.tensor(
+        [[float(detection["box"][key]) for key in ("xmin", "ymin", "xmax", "ymax")] for detection in detections]
+    )  # (detections, 4) xyxy
+    scores = torch.tensor([float(detection["score"]) for detection in detections])
+    return [detections[index] for index in nms(boxes, scores, iou_threshold).tolist()]
+
+
+def draw_detection_tile(
+    image: PIL.Image.Image,
+    detections: list[dict],
+    ground_truth_boxes: Sequence[Sequence[float]] = (),
+    title: str = "",
+    title_color: tuple[int, int, int] = (0, 0, 0),
+    scale: int = 3,
+    font_size: int = 14,
+) -> PIL.Image.Image:
+    """One tile: `image` enlarged `scale` times (nearest neighbour, pixels stay visible), the ground truth in white,
+    the detections (pipeline format, original pixels) in colour with their labels, `title` in a white header.
+
+    Args:
+        ground_truth_boxes: COCO `[x, y, width, height]` boxes in original pixels (inclusive "+1" width rule).
+    """
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}.")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}.")
+    large = image.convert("RGB").resize((image.width * scale, image.height * scale), PIL.Image.NEAREST)
+    draw = PIL.ImageDraw.Draw(large)
+    for x, y, width, height in ground_truth_boxes:
+        x, y, width, height = (value * scale for value in (x, y, width, height))
+        draw.rectangle([x - 2, y - 2, x + width + 1, y + height + 1], outline=(255, 255, 255), width=1)
+    scaled = [
+        {**detection, "box": {key: value * scale for key, value in detection["box"].items()}}
+        for detection in detections
+    ]
+    picture = draw_detections(large, scaled, line_width=2, font_size=font_size)
+    header_height = font_size + 6
+    tile = PIL.Image.new("RGB", (picture.width, picture.height + header_height), (255, 255, 255))
+    tile.paste(picture, (0, header_height))
+    font = PIL.ImageFont.load_default(size=font_size)
+    PIL.ImageDraw.Draw(tile).text((2, 2), title, fill=title_color, font=font)
+    return tile
+
+
+def draw_detection_grid(
+    tiles: Sequence[PIL.Image.Image], columns: int = 3, footer: str = "", font_size: int = 14
+) -> PIL.Image.Image:
+    """Tiles (e.g. of [`draw_detection_tile`]) in a grid of `columns` columns on white, `footer` text below."""
+    if not tiles or not all(isinstance(tile, PIL.Image.Image) for tile in tiles):
+        raise ValueError("tiles must be a non-empty list of PIL images.")
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns must be an integer >= 1, got {columns!r}.")
+    rows = (len(tiles) + columns - 1) // columns
+    cell_width = max(tile.width for tile in tiles) + 8
+    cell_height = max(tile.height for tile in tiles) + 8
+    footer_height = font_size + 8
+    grid = PIL.Image.new(
+        "RGB", (cell_width * min(columns, len(tiles)), cell_height * rows + footer_height), (255, 255, 255)
+    )
+    for index, tile in enumerate(tiles):
+        grid.paste(tile, ((index % columns) * cell_width + 4, (index // columns) * cell_height + 4))
+    font = PIL.ImageFont.load_default(size=font_size)
+    PIL.ImageDraw.Draw(grid).text((4, cell_height * rows + 2), footer, fill=(0, 0, 0), font=font)
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------- training curves
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` values (fewer at the start)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}.")
+    if len(values) == 0:
+        return []
+    totals = torch.tensor(values, dtype=torch.float64).cumsum(0)
+    totals[window:] = totals[window:] - totals[:-window].clone()
+    return (totals / torch.arange(1, len(values) + 1).clamp(max=window)).tolist()
+
+
+def plot_training_curves(
+    points: Sequence[Mapping[str, float]],
+    evaluations: Sequence[Mapping[str, float]],
+    path: str | os.PathLike,
+    window: int = 25,
+) -> None:
+    """Save a figure to `path`. Left: every loss term per optimizer step (faint) and its moving average over `window`
+    steps (log scale). Right (when the run evaluated): held-out AP50 and AP against the step.
+
+    Args:
+        points: One dict per optimizer step: `{"step", "loss", <loss terms>...}` (the same keys in every point).
+        evaluations: One dict per evaluation: `{"step", "ap50", "ap"}` (may be empty).
+    """
+    if not points or not all(isinstance(point, Mapping) and "step" in point for point in points):
+        raise ValueError("points must be a non-empty list of dicts with a 'step' and the loss terms.")
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("plot_training_curves needs matplotlib: pip install 'transformers-glip[train]'.") from error
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 2 if evaluations else 1
+    figure, axes = plt.subplots(1, columns, figsize=(6.5 * columns, 4.2), squeeze=False)
+    loss_axis = axes[0, 0]
+    steps = [point["step"] for point in points]
+    for index, key in enumerate(key for key in points[0] if key != "step"):
+        values = [point[key] for point in points]
+        loss_axis.plot(steps, values, color=f"C{index}", alpha=0.15, linewidth=0.7)
+        loss_axis.plot(steps, moving_average(values, window), color=f"C{index}", label=key, linewidth=1.6)
+    loss_axis.set_xlabel("optimizer step")
+    loss_axis.set_ylabel(f"training loss (faint: per step, solid: mean of {window})")
+    loss_axis.set_yscale("log")
+    loss_axis.set_title("training losses")
+    loss_axis.legend(fontsize=8)
+    loss_axis.grid(alpha=0.3, which="both")
+    if evaluations:
+        eval_axis = axes[0, 1]
+        eval_steps = [evaluation["step"] for evaluation in evaluations]
+        for index, (key, name) in enumerate((("ap50", "AP50"), ("ap", "AP 0.5:0.95"))):
+            values = [evaluation[key] for evaluation in evaluations]
+            eval_axis.plot(eval_steps, values, marker="o", color=f"C{index}", label=name)
+            eval_axis.annotate(
+                f"{values[-1]:.3f}",
+                (eval_steps[-1], values[-1]),
+                textcoords="offset points",
+                xytext=(-10, 6),
+                fontsize=8,
+            )
+        eval_axis.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="AP50 target 0.5")
+        eval_axis.set_xlabel("optimizer step")
+        eval_axis.set_ylabel("held-out COCO AP")
+        eval_axis.set_ylim(0, 1)
+        eval_axis.set_title("held-out evaluation")
+        eval_axis.legend(fontsize=8, loc="upper left")
+        eval_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -15,8 +15,8 @@ nor in captions; the validation split draws from all combinations, so it measure
 accuracy and compositional generalisation.
 
 Records are written as jsonl shards next to png files, so training streams them with
-`load_dataset("json", data_files=..., streaming=True)` (see `training_data_glip.synthetic_shapes_source`). (Not
-parquet: datasets 5.2 sleeps 5 s whenever a parquet stream's reader threads shut down, i.e. at every epoch end.)
+`load_dataset("json", data_files=..., streaming=True)` (see `transformers_glip.data.sources.synthetic_shapes_source`).
+(Not parquet: datasets 5.2 sleeps 5 s whenever a parquet stream's reader threads shut down, i.e. at every epoch end.)
 Generation is deterministic given the seed: sample `i` of a split is drawn from its own generator seeded with
 `(seed, split, i)`, independent of sharding.
 
@@ -81,9 +81,9 @@ class SyntheticShapesConfig:
         seed: Base seed; sample `i` of split `s` uses `numpy.random.default_rng([seed, s, i])`.
         num_train: Number of training images.
         num_validation: Number of held-out validation images.
-        num_train_shards: Parquet files of the training split (>= the number of training processes, so
+        num_train_shards: jsonl files of the training split (>= the number of training processes, so
             `split_dataset_by_node` can hand whole shards to each process).
-        num_validation_shards: Parquet files of the validation split.
+        num_validation_shards: jsonl files of the validation split.
         min_image_size / max_image_size: Width and height are drawn independently in this range (pixels).
         min_objects / max_objects: Shapes per image.
         shapes / colors / sizes: The vocabularies (names must be keys of the drawing tables).
