@@ -228,14 +228,17 @@ def _resize(array: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarr
 
 
 def _flatten_images(images: Any) -> list[Any]:
+    """One image, a list of images, a 4D batch, or a list of per-sample lists (transformers' nested layout)
+    -> a flat list of images."""
     if isinstance(images, PIL.Image.Image):
         return [images]
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return list(images) if images.ndim == 4 else [images]
     if isinstance(images, (list, tuple)):
-        if len(images) == 0:
+        flat = [item for entry in images for item in (entry if isinstance(entry, (list, tuple)) else [entry])]
+        if len(flat) == 0:
             raise ValueError("`images` is empty; pass at least one image.")
-        return list(images)
+        return flat
     raise TypeError(
         f"`images` must be an image (PIL.Image.Image, numpy.ndarray, torch.Tensor) or a list of images, got "
         f"{type(images).__name__}."
@@ -506,7 +509,8 @@ class GLIPImageProcessor(PilBackend):
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
                 PIL images of any mode, numpy / torch arrays `(height, width[, channels])` or `(channels, height,
-                width)` (1, 3 or 4 channels; see the class docstring for the pixel types); 4D arrays are batches.
+                width)` (1, 3 or 4 channels; see the class docstring for the pixel types); 4D arrays are batches;
+                a list of per-sample lists is flattened.
             annotations (`dict` or `list[dict]`, *optional*):
                 COCO detection annotations per image, `{"image_id": ..., "annotations": [{"bbox": [x, y, w, h],
                 "category_id": int, "iscrowd": 0}, ...]}` (original-image pixels).

@@ -127,6 +127,8 @@ class GLIPProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = GLIPProcessorKwargs
+    # Outputs that stay Python lists (names per image, COCO targets, chunk indices).
+    skip_tensor_conversion = [*ProcessorMixin.skip_tensor_conversion, "text_labels", "labels", "chunk_label_indices"]
 
     def __init__(
         self,
@@ -155,6 +157,14 @@ class GLIPProcessor(ProcessorMixin):
     def text_kwargs(self) -> dict[str, Any]:
         """Default tokenizer options (lowest priority of `_merge_kwargs`): official padding to `max_text_length`."""
         return {"padding": "max_length", "max_length": self.max_text_length, "truncation": True}
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """The keys `__call__` returns for images and text: the tokenizer's and the image processor's inputs of
+        [`GLIPForGrounding`], plus `original_sizes`, `positive_map` and `text_labels`, which the post-processing (and
+        the loss targets) read."""
+        names = list(self.tokenizer.model_input_names) + list(self.image_processor.model_input_names)
+        return list(dict.fromkeys([*names, "original_sizes", "positive_map", "text_labels"]))
 
     @property
     def max_length(self) -> int:
