@@ -18,7 +18,7 @@ from transformers import pipeline
 
 import transformers_glip  # noqa: F401  (registers GLIP with the Auto classes and the pipeline)
 from transformers_glip import draw_detections
-from transformers_glip.convert_glip_original_checkpoint import convert_checkpoint
+from transformers_glip.conversion import convert_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 FIXTURE = REPOSITORY / "tests" / "fixtures" / "tiny_a"

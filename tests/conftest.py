@@ -69,7 +69,7 @@ class ConvertedFixture:
 @pytest.fixture(scope="session")
 def convert_fixture(tmp_path_factory):
     """`convert(source_dir) -> converted folder`, converting each official fixture once per test session."""
-    from transformers_glip.convert_glip_original_checkpoint import convert_checkpoint
+    from transformers_glip.conversion import convert_checkpoint
 
     converted: dict[Path, Path] = {}
 

@@ -1,8 +1,8 @@
-"""Tests of `transformers_glip.convert_glip_original_checkpoint` (offline, CPU, tiny fixtures + schema files)."""
+"""Tests of the checkpoint converter, `transformers_glip.conversion` and its command line
+`transformers_glip.convert_glip_original_checkpoint` (offline, CPU, tiny fixtures + schema files)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -14,26 +14,40 @@ import torch
 import yaml
 
 from transformers_glip.configuration_glip import GLIPConfig
-from transformers_glip.convert_glip_original_checkpoint import (
+from transformers_glip.conversion.cli import (
+    CONVERSION_OUTPUT_FILE_PATTERNS,
+    check_output_folder,
+    is_conversion_output,
+    main,
+    run_command_line,
+)
+from transformers_glip.conversion.key_tables import (
     DROPPED_KEY_PATTERNS,
     MMDET_KEY_RULES,
     ORIGINAL_KEY_RULES,
     UNSUPPORTED_KEY_PATTERNS,
-    check_config_matches_state_dict,
-    config_from_original_yaml,
-    config_from_variant,
     convert_state_dict,
     detect_checkpoint_layout,
-    image_processor_settings_from_original_yaml,
-    load_original_state_dict,
-    load_original_yaml,
-    main,
     mmdet_to_original_state_dict,
     rename_state_dict,
-    text_config_from_pretrained,
     to_original_layout,
-    verify_against_reference,
 )
+from transformers_glip.conversion.official_config_keys import OFFICIAL_CONFIG_KEYS, OPEN_OFFICIAL_CONFIG_SECTIONS
+from transformers_glip.conversion.original_checkpoint import load_original_state_dict
+from transformers_glip.conversion.original_config import (
+    OFFICIAL_CONFIG_DEFAULTS,
+    check_config_matches_state_dict,
+    check_known_yaml_keys,
+    config_from_original_yaml,
+    config_from_variant,
+    image_processor_settings_from_original_yaml,
+    load_original_yaml,
+)
+from transformers_glip.conversion.text_model import load_text_tokenizer, text_config_from_pretrained
+from transformers_glip.conversion.verification import find_non_finite_tensors, verify_against_reference
+from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.modeling_glip import GLIPForGrounding
+from transformers_glip.processing_glip import GLIPProcessor
 
 __all__: list[str] = []
 
@@ -43,8 +57,6 @@ VARIANT_A = FIXTURES / "tiny_a_variant_a"
 BERT = TINY_A / "bert"
 REPOSITORY_ROOT = Path(__file__).parents[1]
 
-MODEL_AVAILABLE = importlib.util.find_spec("transformers_glip.modeling_glip") is not None
-requires_model = pytest.mark.skipif(not MODEL_AVAILABLE, reason="transformers_glip.modeling_glip not written yet")
 
 torch.set_num_threads(2)
 
@@ -180,11 +192,8 @@ def test_mmdet_schema_maps_to_official_keys_and_same_model_keys():
     assert shapes_of(from_mmdet) == shapes_of(from_official)
 
 
-@requires_model
 @pytest.mark.parametrize(("schema", "config"), [("glip_t", GLIPConfig.glip_t()), ("glip_l", GLIPConfig.glip_l())])
 def test_schema_matches_model_built_on_meta_device(schema, config):
-    from transformers_glip.modeling_glip import GLIPForGrounding
-
     with torch.device("meta"):
         model = GLIPForGrounding(config)
     model_shapes = shapes_of(model.state_dict())
@@ -196,7 +205,6 @@ def test_schema_matches_model_built_on_meta_device(schema, config):
     convert_state_dict(schema_state_dict(schema), config, expected_shapes=model_shapes)
 
 
-@requires_model
 def test_mmdet_schema_matches_model():
     config = GLIPConfig.glip_t()
     converted = convert_state_dict(schema_state_dict("glip_t_mmdet"), config)  # meta model shapes by default
@@ -490,11 +498,8 @@ def _converted_reference(state_dict_path: Path, config: GLIPConfig) -> dict[str,
     return renamed
 
 
-@requires_model
 def test_cli_output_loads_and_equals_fixture(converted_tiny_a):
     from transformers import AutoTokenizer
-
-    from transformers_glip.modeling_glip import GLIPForGrounding
 
     assert (converted_tiny_a / "config.json").is_file() and (converted_tiny_a / "model.safetensors").is_file()
     model = GLIPForGrounding.from_pretrained(converted_tiny_a)
@@ -505,20 +510,13 @@ def test_cli_output_loads_and_equals_fixture(converted_tiny_a):
         assert torch.equal(state[key], value), key
     tokenizer = AutoTokenizer.from_pretrained(converted_tiny_a)
     assert tokenizer("a red circle.")["input_ids"] == [101, 1037, 2417, 4418, 1012, 102]
-    if importlib.util.find_spec("transformers_glip.image_processing_glip") is not None:
-        from transformers_glip.image_processing_glip import GLIPImageProcessor
-
-        image_processor = GLIPImageProcessor.from_pretrained(converted_tiny_a)
-        assert (image_processor.min_size, image_processor.max_size) == (320, 533)
-        assert image_processor.size_divisibility == 32
-    if importlib.util.find_spec("transformers_glip.processing_glip") is not None:
-        from transformers_glip.processing_glip import GLIPProcessor
-
-        processor = GLIPProcessor.from_pretrained(converted_tiny_a)
-        assert processor.max_length == 256 and processor.image_processor.min_size == 320
+    image_processor = GLIPImageProcessor.from_pretrained(converted_tiny_a)
+    assert (image_processor.min_size, image_processor.max_size) == (320, 533)
+    assert image_processor.size_divisibility == 32
+    processor = GLIPProcessor.from_pretrained(converted_tiny_a)
+    assert processor.max_length == 256 and processor.image_processor.min_size == 320
 
 
-@requires_model
 def test_mmdet_checkpoint_converts_to_identical_state(tmp_path, converted_tiny_a):
     from safetensors.torch import load_file
 
@@ -542,10 +540,7 @@ def test_mmdet_checkpoint_converts_to_identical_state(tmp_path, converted_tiny_a
         assert torch.equal(from_mmdet[key], value), key
 
 
-@requires_model
 def test_variant_a_converts(tmp_path):
-    from transformers_glip.modeling_glip import GLIPForGrounding
-
     output = tmp_path / "variant_a"
     main(
         [
@@ -567,7 +562,6 @@ def test_variant_a_converts(tmp_path):
     assert all(torch.equal(state[key], value) for key, value in reference.items())
 
 
-@requires_model
 def test_cli_rejects_disagreeing_yaml(tmp_path):
     with pytest.raises(ValueError, match="early fusion"):
         main(
@@ -585,10 +579,7 @@ def test_cli_rejects_disagreeing_yaml(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-@requires_model
 def test_converted_model_matches_official_outputs(converted_tiny_a):
-    from transformers_glip.modeling_glip import GLIPForGrounding
-
     model = GLIPForGrounding.from_pretrained(converted_tiny_a).eval()
     differences = verify_against_reference(model, TINY_A / "outputs.safetensors", tolerance=1e-3)
     assert set(differences) == {"logits", "centerness", "box_regression"}
@@ -602,3 +593,332 @@ def test_checkpoint_with_python_objects_fails_clearly(tmp_path):
     torch.save({"state_dict": {"bbox_head.head.bias0": torch.ones(1)}, "hub": _PickledObject()}, tmp_path / "x.pth")
     with pytest.raises(ValueError, match=r"weights_only=True[\s\S]*publish_model"):
         load_original_state_dict(tmp_path / "x.pth")
+
+
+def test_command_line_module_runs_the_conversion_command_line():
+    import transformers_glip.convert_glip_original_checkpoint as command_line
+
+    assert command_line.run_command_line is run_command_line
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no silent failure: bad checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+class _CodeOnUnpickling:
+    """Unpickling runs `Path.touch(marker)`: an unsafe `torch.load` would create the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_pickle_never_runs_code(tmp_path):
+    marker = tmp_path / "code_ran"
+    torch.save({"model": {"rpn.head.bias0": torch.ones(1)}, "payload": _CodeOnUnpickling(marker)}, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_original_state_dict(tmp_path / "x.pth")
+    assert not marker.exists()
+
+
+def test_empty_truncated_missing_and_foreign_checkpoints_fail_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(empty))} is empty \(0 bytes\)"):
+        load_original_state_dict(empty)
+    truncated = tmp_path / "truncated.pth"
+    data = (TINY_A / "checkpoint.pth").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(truncated))} .*truncated or not a file written by"):
+        load_original_state_dict(truncated)
+    foreign = tmp_path / "notes.pth"
+    foreign.write_text("these are not weights")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(foreign))} .*truncated or not a file written by"):
+        load_original_state_dict(foreign)
+    with pytest.raises(ValueError, match=r"missing\.pth does not exist"):
+        load_original_state_dict(tmp_path / "missing.pth")
+    torch.save({"model": {}}, tmp_path / "no_weights.pth")
+    with pytest.raises(ValueError, match="empty state dict"):
+        load_original_state_dict(tmp_path / "no_weights.pth")
+
+
+def test_non_finite_tensors_are_reported(tiny_a_state_dict, tiny_a_expected_shapes):
+    bias = tiny_a_state_dict["rpn.head.bias0"].clone()
+    bias[0] = float("nan")
+    weight = tiny_a_state_dict["backbone.fpn.fpn_inner3.weight"].clone()
+    weight[0, 0, 0, 0] = float("inf")
+    weight[1, 0, 0, 0] = float("-inf")
+    state_dict = {**tiny_a_state_dict, "rpn.head.bias0": bias, "backbone.fpn.fpn_inner3.weight": weight}
+    _, report = rename_state_dict(state_dict, tiny_config())
+    assert not report.is_clean
+    assert report.non_finite_keys == {
+        "rpn.head.bias0": f"1 NaN, 0 Inf of {bias.numel()} values",
+        "backbone.fpn.fpn_inner3.weight": f"0 NaN, 2 Inf of {weight.numel()} values",
+    }
+    with pytest.raises(ValueError, match=r"holding NaN or Inf[\s\S]*backbone\.fpn\.fpn_inner3\.weight[\s\S]*bias0"):
+        convert_state_dict(state_dict, tiny_config(), expected_shapes=tiny_a_expected_shapes)
+    # integer buffers and shape-only (meta) tensors are not inspected; the clean fixture has none
+    assert find_non_finite_tensors({"a": torch.arange(3), "b": torch.empty(2, device="meta")}) == {}
+    assert find_non_finite_tensors(tiny_a_state_dict) == {}
+
+
+def _nan_checkpoint(tmp_path: Path) -> Path:
+    checkpoint = torch.load(TINY_A / "checkpoint.pth", weights_only=True)
+    state_dict = dict(checkpoint["model"])
+    key = next(key for key in state_dict if key.endswith("rpn.head.bias0"))
+    state_dict[key] = torch.full_like(state_dict[key], float("nan"))
+    path = tmp_path / "nan.pth"
+    torch.save({"model": state_dict}, path)
+    return path
+
+
+def _arguments(checkpoint: Path, output: Path, *extra: str, config: Path = TINY_A / "config.yaml") -> list[str]:
+    return [
+        "--checkpoint",
+        str(checkpoint),
+        "--original-config",
+        str(config),
+        "--text-model",
+        str(BERT),
+        "--output",
+        str(output),
+        *extra,
+    ]
+
+
+def test_cli_refuses_a_checkpoint_holding_nan(tmp_path):
+    command = [sys.executable, "-m", "transformers_glip.convert_glip_original_checkpoint"]
+    command += _arguments(_nan_checkpoint(tmp_path), tmp_path / "never")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY_ROOT, timeout=300)
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert re.search(r"holding NaN or Inf[\s\S]*rpn\.head\.bias0: 1 NaN", result.stderr), result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no silent failure: bad yaml
+# ---------------------------------------------------------------------------------------------------------------
+def test_known_key_tree_covers_the_fixture_dumps_and_the_keys_read():
+    for dump in (TINY_A / "config.yaml", VARIANT_A / "config.yaml"):
+        check_known_yaml_keys(yaml.safe_load(dump.read_text()), dump)  # full official dumps: every key is known
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+    for dotted_key in leaves(OFFICIAL_CONFIG_DEFAULTS):  # the converter reads only official keys
+        section, _, name = dotted_key.rpartition(".")
+        assert name in OFFICIAL_CONFIG_KEYS[section], dotted_key
+    assert OPEN_OFFICIAL_CONFIG_SECTIONS <= {
+        f"{section}.{name}" for section in OFFICIAL_CONFIG_KEYS for name in OFFICIAL_CONFIG_KEYS[section]
+    }
+
+
+def test_unknown_yaml_key_fails_naming_the_nearest_known_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text(GLIP_T_OVERRIDES.replace("MIN_SIZE_TEST: 800", "MIN_SIZE_TSET: 600"))
+    message = (
+        r"typo\.yaml: keys that the official GLIP config[\s\S]*"
+        r"INPUT\.MIN_SIZE_TSET: unknown key \(did you mean INPUT\.MIN_SIZE_TEST\?\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        image_processor_settings_from_original_yaml(path)
+    with pytest.raises(ValueError, match=message):
+        config_from_original_yaml(path)
+
+    def edit(original):
+        original["MODEL"]["DYHEAD"]["NUM_CONVZ"] = 3
+        original["SOLVR"] = {"BASE_LR": 0.1}
+        original["DATASETS"]["REGISTER"] = {"my_dataset": {"img_dir": "images"}}  # open section: accepted
+        original["INPUT"]["PIXEL_MEAN"] = {"B": 1.0}  # a value given a section
+        original["MODEL"]["SWINT"] = 7  # a section given a value
+
+    with pytest.raises(ValueError) as raised:
+        load_original_yaml(_edited_dump(tmp_path, edit))
+    message = str(raised.value)
+    assert "MODEL.DYHEAD.NUM_CONVZ: unknown key (did you mean MODEL.DYHEAD.NUM_CONVS?)" in message
+    assert "SOLVR: unknown key (did you mean SOLVER?)" in message
+    assert "INPUT.PIXEL_MEAN: is a value of the official config" in message
+    assert "MODEL.SWINT: is a section of the official config, got the value 7" in message
+    assert "REGISTER" not in message
+
+
+def test_unknown_key_in_a_base_file_is_named(tmp_path):
+    (tmp_path / "base.yaml").write_text(GLIP_T_OVERRIDES.replace("TOPK: 9", "TOPKK: 9"))
+    (tmp_path / "child.yaml").write_text("_BASE_: base.yaml\nMODEL:\n  DYHEAD:\n    NUM_CONVS: 8\n")
+    with pytest.raises(
+        ValueError,
+        match=r"base\.yaml: [\s\S]*MODEL\.DYHEAD\.TOPKK: unknown key \(did you mean MODEL\.DYHEAD\.TOPK\?\)",
+    ):
+        config_from_original_yaml(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("ATSS", "NMS_TH", "high", r"MODEL\.ATSS\.NMS_TH = 'high': expected finite number \(default 0\.6\)"),
+        ("ATSS", "NMS_TH", float("nan"), r"MODEL\.ATSS\.NMS_TH = nan: expected finite number"),
+        ("DYHEAD", "NUM_CONVS", True, r"MODEL\.DYHEAD\.NUM_CONVS = True: expected integer \(default 4\)"),
+        ("DYHEAD", "USE_DFCONV", "yes", r"MODEL\.DYHEAD\.USE_DFCONV = 'yes': expected boolean"),
+        ("RPN", "ANCHOR_SIZES", [64, "x", 256, 512, 1024], r"MODEL\.RPN\.ANCHOR_SIZES = \[64, 'x', 256, 512, 1024\]"),
+        # right type, invalid value: GLIPConfig refuses it, the message names the yaml key
+        (
+            "ATSS",
+            "NMS_TH",
+            1.5,
+            r"edited\.yaml: .*nms_threshold.*; yaml keys: nms_threshold <- MODEL\.ATSS\.NMS_TH = 1\.5",
+        ),
+        ("DYHEAD", "NUM_CONVS", 0, r"num_head_blocks <- MODEL\.DYHEAD\.NUM_CONVS = 0"),
+    ],
+)
+def test_invalid_yaml_value_fails_naming_the_key(tmp_path, section, key, value, message):
+    def edit(original):
+        original["MODEL"][section][key] = value
+
+    with pytest.raises(ValueError, match=message):
+        config_from_original_yaml(_edited_dump(tmp_path, edit), text_config=text_config_from_pretrained(BERT))
+
+
+def test_invalid_image_setting_fails_naming_the_key(tmp_path):
+    def edit(original):
+        original["INPUT"]["MIN_SIZE_TEST"] = -320
+
+    with pytest.raises(
+        ValueError, match=r"Invalid image settings in the official config .*min_size <- INPUT\.MIN_SIZE_TEST = -320"
+    ):
+        main(_arguments(TINY_A / "checkpoint.pth", tmp_path / "never", config=_edited_dump(tmp_path, edit)))
+    assert not (tmp_path / "never").exists()
+
+
+def test_missing_or_malformed_yaml_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"nope\.yaml does not exist"):
+        load_original_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("MODEL:\n  DYHEAD: [unclosed\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml is not valid yaml"):
+        load_original_yaml(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- MODEL\n")
+    with pytest.raises(ValueError, match=r"list\.yaml must hold a mapping"):
+        load_original_yaml(tmp_path / "list.yaml")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no silent failure: the text model
+# ---------------------------------------------------------------------------------------------------------------
+def test_missing_text_model_folder_is_named(tmp_path):
+    missing = tmp_path / "bert-base-uncased"
+    with pytest.raises(
+        ValueError,
+        match=rf"--text-model folder {re.escape(str(missing))} does not exist[\s\S]*nothing is downloaded at run time",
+    ):
+        text_config_from_pretrained(missing)
+    with pytest.raises(ValueError, match=r"--text-model folder \./no/such/bert does not exist"):
+        text_config_from_pretrained("./no/such/bert")
+    with pytest.raises(ValueError, match="does not exist"):
+        main(
+            _arguments(TINY_A / "checkpoint.pth", tmp_path / "never")[:5]
+            + [str(missing), "--output", str(tmp_path / "never")]
+        )
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        text_config_from_pretrained(tmp_path / "file")
+    (tmp_path / "empty_folder").mkdir()
+    with pytest.raises(ValueError, match=r"empty_folder holds no config\.json"):
+        text_config_from_pretrained(tmp_path / "empty_folder")
+    assert not (tmp_path / "never").exists()
+
+
+def _bert_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    for file in BERT.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    return folder
+
+
+def test_corrupt_tokenizer_files_are_named(tmp_path):
+    folder = _bert_copy(tmp_path)
+    tokenizer_json = folder / "tokenizer.json"
+    tokenizer_json.write_text(tokenizer_json.read_text()[:1000])  # truncated
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tokenizer_json))} is not valid JSON"):
+        main(
+            _arguments(TINY_A / "checkpoint.pth", tmp_path / "never")[:5]
+            + [str(folder), "--output", str(tmp_path / "never")]
+        )
+    tokenizer_json.write_text('{"version": "1.0"}')  # valid JSON, not a tokenizer
+    with pytest.raises(
+        ValueError, match=rf"Could not load the tokenizer of {re.escape(str(folder))}[\s\S]*tokenizer\.json"
+    ):
+        load_text_tokenizer(folder, required=True)
+    tokenizer_json.unlink()
+    with pytest.raises(ValueError, match=r"holds no tokenizer files \(tokenizer\.json or vocab\.txt\)"):
+        load_text_tokenizer(folder, required=True)
+    assert load_text_tokenizer(folder, required=False) is None  # the yaml fallback: a warning, no tokenizer
+    assert not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no silent failure: the output folder
+# ---------------------------------------------------------------------------------------------------------------
+def test_output_folder_with_foreign_files_is_refused(tmp_path, converted_tiny_a):
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "notes.txt").write_text("my notes")
+    (output / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(
+        ValueError, match=r"mine is not empty and is not the output of an earlier conversion[\s\S]*--overwrite"
+    ):
+        main(_arguments(TINY_A / "checkpoint.pth", output))
+    assert sorted(path.name for path in output.iterdir()) == ["config.json", "notes.txt"]
+    assert (output / "config.json").read_text() == '{"model_type": "bert"}'
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_folder(tmp_path / "a_file", overwrite=True)
+    # what counts as an earlier conversion: only converter files and a GLIP config.json
+    assert is_conversion_output(converted_tiny_a)
+    assert all(
+        any(re.fullmatch(pattern, path.name) for pattern in CONVERSION_OUTPUT_FILE_PATTERNS)
+        for path in converted_tiny_a.iterdir()
+    )
+    assert not is_conversion_output(output)
+    check_output_folder(tmp_path / "new")  # a folder that does not exist yet is fine
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_overwrite_replaces_the_folder_as_a_whole(tmp_path, converted_tiny_a):
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "notes.txt").write_text("my notes")
+    (output / "model-00001-of-00002.safetensors").write_bytes(b"stale shard")
+    main(_arguments(TINY_A / "checkpoint.pth", output, "--overwrite"))
+    assert _files(output) == _files(converted_tiny_a)  # nothing stale or foreign survives
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine"]  # no staging folder left
+
+
+def test_reconversion_replaces_an_earlier_output_and_failure_keeps_it(tmp_path, converted_tiny_a):
+    output = tmp_path / "glip"
+    output.mkdir()
+    for name, content in _files(converted_tiny_a).items():
+        (output / name).write_bytes(content)
+    (output / "model-00001-of-00002.safetensors").write_bytes(b"stale shard of a larger earlier conversion")
+    assert is_conversion_output(output)
+    with pytest.raises(ValueError, match="NaN"):
+        main(_arguments(_nan_checkpoint(tmp_path), output))
+    assert "model-00001-of-00002.safetensors" in _files(output)  # a failed conversion changes nothing
+    main(_arguments(TINY_A / "mmdet_checkpoint.pth", output))  # no --overwrite needed
+    assert _files(output) == _files(converted_tiny_a)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["glip", "nan.pth"]
+
+
+def test_an_existing_empty_output_folder_is_kept_and_filled(tmp_path, converted_tiny_a):
+    output = tmp_path / "mounted"
+    output.mkdir()
+    inode = output.stat().st_ino
+    main(_arguments(TINY_A / "checkpoint.pth", output))
+    assert output.stat().st_ino == inode  # the same folder (e.g. a mount point), not a replacement
+    assert _files(output) == _files(converted_tiny_a)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mounted"]

@@ -8,11 +8,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers.modeling_outputs import BaseModelOutput
 
-from transformers_glip.box_geometry_glip import GLIPBoxCoder, get_resize_output_size
+from transformers_glip.box_geometry_glip import get_resize_output_size
 from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.postprocessing_glip import post_process_grounded_detections
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_a"
 LEVELS = ["P3", "P4", "P5", "P6", "P7"]
@@ -32,32 +30,6 @@ def inputs():
 def processor():
     # The converter writes MIN_SIZE_TEST / MAX_SIZE_TEST of the fixture config.
     return GLIPImageProcessor(min_size=320, max_size=533)
-
-
-def _decode(deltas, anchors):
-    """Legacy +1 box decoding (spec §7.2) of the recorded deltas."""
-    return GLIPBoxCoder((10.0, 10.0, 5.0, 5.0)).decode(deltas, anchors)
-
-
-@pytest.fixture(scope="module")
-def detection_model_outputs():
-    """The label-list run of the fixture as a `GLIPGroundingOutput`-like dict (batch 1)."""
-    recorded = load_file(FIXTURE / "detection_outputs.safetensors")
-    anchors = load_file(FIXTURE / "outputs.safetensors")
-    logits = torch.cat([recorded[f"head.dot_product_logits.{level}"] for level in LEVELS], dim=1)
-    deltas = torch.cat(
-        # (1, 4, height, width) -> (1, height * width, 4)
-        [recorded[f"head.box_regression.{level}"].permute(0, 2, 3, 1).reshape(1, -1, 4) for level in LEVELS],
-        dim=1,
-    )
-    anchor_boxes = torch.cat([anchors[f"anchors.{level}"] for level in LEVELS])
-    centerness = torch.cat([recorded[f"head.centerness.{level}"].reshape(1, -1) for level in LEVELS], dim=1)
-    return {
-        "logits": logits,
-        "pred_boxes": _decode(deltas, anchor_boxes[None]),
-        "centerness": centerness,
-        "num_anchors_per_level": [anchors[f"anchors.{level}"].shape[0] for level in LEVELS],
-    }
 
 
 # pixels --------------------------------------------------------------------------------------------------------------
@@ -400,48 +372,3 @@ def test_thirty_two_bit_integer_images(processor, image):
         processor(Image.fromarray(gray.astype(np.int32) * 257, mode="I"))
     with pytest.raises(ValueError, match="uint16"):
         processor(np.full((8, 8), -1, dtype=np.int32))
-
-
-# pipeline post-processing --------------------------------------------------------------------------------------------
-
-
-def test_post_process_object_detection_scores_one_phrase(processor, detection_model_outputs):
-    # Prompt "[CLS] red circle [SEP]": attended tokens 0..3, phrase = tokens 1 and 2 (the label "red circle" of the
-    # fixture's label-list run sits exactly there).
-    attention_mask = torch.zeros((1, 256), dtype=torch.long)
-    attention_mask[0, :4] = 1
-    outputs = BaseModelOutput({**detection_model_outputs, "text_attention_mask": attention_mask})
-    results = processor.post_process_object_detection(
-        outputs, threshold=0.1, target_sizes=torch.tensor([[480, 640]], dtype=torch.int32)
-    )
-    phrase_map = torch.zeros((1, 256))
-    phrase_map[0, 1:3] = 1
-    expected = post_process_grounded_detections(
-        detection_model_outputs["logits"],
-        detection_model_outputs["pred_boxes"],
-        detection_model_outputs["centerness"],
-        detection_model_outputs["num_anchors_per_level"],
-        phrase_map,
-        [(320, 426)],
-        target_sizes=[(480, 640)],
-        score_threshold=0.1,
-    )
-    assert len(results) == 1 and set(results[0]) == {"scores", "labels", "boxes"}
-    assert results[0]["scores"].numel() > 0 and (results[0]["scores"] > 0.1).all()
-    assert torch.equal(results[0]["labels"], torch.zeros_like(results[0]["labels"]))
-    torch.testing.assert_close(results[0]["scores"], expected[0]["scores"], rtol=0, atol=0)
-    torch.testing.assert_close(results[0]["boxes"], expected[0]["boxes"], rtol=0, atol=0)
-    # image_sizes from the outputs take precedence over the sizes derived from target_sizes.
-    with_sizes = processor.post_process_object_detection(
-        {**outputs, "image_sizes": torch.tensor([[320, 426]])}, threshold=0.1, target_sizes=[(480, 640)]
-    )
-    torch.testing.assert_close(with_sizes[0]["boxes"], results[0]["boxes"], rtol=0, atol=0)
-
-
-def test_post_process_object_detection_rejects_bad_sizes(processor, detection_model_outputs):
-    with pytest.raises(ValueError, match="target_sizes"):
-        processor.post_process_object_detection(detection_model_outputs, target_sizes=[(480, 640), (480, 640)])
-    with pytest.raises(ValueError, match="image_sizes"):
-        processor.post_process_object_detection(detection_model_outputs)
-    with pytest.raises(ValueError, match="logits"):
-        processor.post_process_object_detection({"pred_boxes": detection_model_outputs["pred_boxes"]})

@@ -10,7 +10,11 @@ from torchvision.ops import box_iou
 
 from transformers_glip import GLIPForGrounding, GLIPImageProcessor, GLIPProcessor, detect
 from transformers_glip.inference_glip import encode_detection_prompts
-from transformers_glip.postprocessing_glip import cross_chunk_suppression, merge_chunk_detections
+from transformers_glip.postprocessing_glip import (
+    cross_chunk_suppression,
+    find_non_finite_parameters,
+    merge_chunk_detections,
+)
 
 SCORE_TOLERANCE = 1e-5
 BOX_TOLERANCE = 1e-3  # pixels
@@ -69,12 +73,7 @@ def test_processor_path_matches_official_detections(converted_fixture, match_det
     """Fixture label list -> processor -> `model(**inputs)` (extra processor keys accepted) -> post-processing."""
     processor = GLIPProcessor.from_pretrained(converted_fixture.model_dir)
     model = GLIPForGrounding.from_pretrained(converted_fixture.model_dir).eval()
-    config = model.config
-    post_processing = {
-        "pre_nms_threshold": config.pre_nms_score_threshold,
-        "pre_nms_top_n": config.pre_nms_top_n,
-        "nms_threshold": config.nms_threshold,
-    }
+    config = model.config  # the official post-processing values, written by the converter
     with torch.no_grad():
         if converted_fixture.chunk_size is None:
             inputs = processor(images=converted_fixture.image, text=converted_fixture.labels)
@@ -86,8 +85,7 @@ def test_processor_path_matches_official_detections(converted_fixture, match_det
                 target_sizes=inputs["original_sizes"],
                 positive_map=inputs["positive_map"],
                 text_labels=inputs["text_labels"],
-                max_detections=config.max_detections,
-                **post_processing,
+                config=config,
             )[0]
         else:  # official chunked evaluation: chunks concatenated
             inputs = processor.encode_label_chunks(
@@ -100,7 +98,8 @@ def test_processor_path_matches_official_detections(converted_fixture, match_det
                 inputs["positive_map"],
                 threshold=None,
                 target_sizes=inputs["original_sizes"],
-                max_detections_per_chunk=config.max_detections,
+                config=config,
+                merge_mode="concatenate",
             )
     match_detections(
         (result["boxes"], result["scores"], result["labels"]),
@@ -260,7 +259,7 @@ def test_cross_chunk_suppression_only_acts_across_chunks():
         {"boxes": boxes[:2], "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 1])},
         {"boxes": boxes[2:], "scores": torch.tensor([0.7]), "labels": torch.tensor([0])},
     ]
-    concatenated = merge_chunk_detections(per_chunk, [[0, 1], [2]])
+    concatenated = merge_chunk_detections(per_chunk, [[0, 1], [2]], mode="concatenate")
     assert concatenated["labels"].tolist() == [0, 1, 2]
     merged = merge_chunk_detections(per_chunk, [[0, 1], [2]], nms_threshold=0.5, mode="cross_chunk_nms")
     assert merged["labels"].tolist() == [0, 1]
@@ -367,3 +366,27 @@ def test_detect_rejects_bad_inputs(tiny_model, small_processor, image, kwargs, e
     arguments = {"images": [image, image], "labels": ["cat", "dog"], **kwargs}
     with pytest.raises(error, match=pattern):
         detect(tiny_model, small_processor, **arguments)
+
+
+# non-finite values ---------------------------------------------------------------------------------------------------
+
+
+def test_nan_weights_are_reported_not_returned_as_an_empty_result(tiny_a_dir, small_processor, image):
+    model = GLIPForGrounding.from_pretrained(tiny_a_dir).eval()
+    assert find_non_finite_parameters(model) == []
+    with torch.no_grad():
+        model.model.head.bias_lang.fill_(float("nan"))
+    assert find_non_finite_parameters(model) == ["model.head.bias_lang"]
+    with pytest.raises(ValueError, match=r"NaN or infinity in 1 tensors .*model\.head\.bias_lang"):
+        detect(model, small_processor, image, ["red circle"])
+
+
+def test_nan_outputs_are_refused_by_the_post_processing(tiny_model, small_processor, image):
+    inputs = small_processor(images=image, text=["red circle", "person"])
+    with torch.no_grad():
+        outputs = tiny_model(**inputs)
+    outputs.logits[0, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite values .* `logits`"):
+        small_processor.post_process_grounded_object_detection(
+            outputs, positive_map=inputs["positive_map"], target_sizes=inputs["original_sizes"]
+        )

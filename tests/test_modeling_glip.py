@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig
 
 from transformers_glip import GLIPConfig, GLIPForGrounding, GLIPGroundingOutput, GLIPModel
-from transformers_glip.convert_glip_original_checkpoint import (
+from transformers_glip.conversion import (
     config_from_original_yaml,
     convert_state_dict,
     load_original_state_dict,

@@ -366,3 +366,134 @@ def test_trust_remote_code_loads_without_the_import(tiny_a_dir, tmp_path):
         "image_processor": ["GLIPImageProcessor", 320],
         "pipeline": "GLIPZeroShotObjectDetectionPipeline",
     }
+
+
+# bad call arguments are refused before any forward -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        ({"top_k": -1}, ValueError, "top_k"),
+        ({"top_k": 2.5}, ValueError, "top_k"),
+        ({"threshold": float("nan")}, ValueError, "threshold"),
+        ({"threshold": 1.5}, ValueError, "threshold"),
+        ({"threshold": "high"}, TypeError, "threshold"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"merge_mode": "nms"}, ValueError, "merge_mode"),
+        ({"chunk_size": 0}, ValueError, "chunk_size"),
+    ],
+)
+def test_bad_call_arguments_fail_before_the_forward(small_detector, image, arguments, error, message):
+    calls, handle = count_forwards(small_detector.model)
+    try:
+        with pytest.raises(error, match=message):
+            small_detector(image, candidate_labels=LABELS, **arguments)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_merge_mode_default_comes_from_the_model_config(small_detector, image):
+    labels = ["red circle", "blue square", "green triangle", "person", "red circle shape"]
+    config = small_detector.model.config
+    default = small_detector(image, candidate_labels=labels, chunk_size=2, threshold=0.0, top_k=None)
+    assert config.chunk_merge_mode == "cross_chunk_nms"
+    assert default == small_detector(
+        image, candidate_labels=labels, chunk_size=2, threshold=0.0, top_k=None, merge_mode="cross_chunk_nms"
+    )
+    concatenated = small_detector(
+        image, candidate_labels=labels, chunk_size=2, threshold=0.0, top_k=None, merge_mode="concatenate"
+    )
+    config.chunk_merge_mode = "concatenate"
+    try:
+        assert small_detector(image, candidate_labels=labels, chunk_size=2, threshold=0.0, top_k=None) == concatenated
+    finally:
+        config.chunk_merge_mode = "cross_chunk_nms"
+    assert len(concatenated) > len(default)  # the random-weight model fires on every prompt: duplicates across chunks
+
+
+# saving and pushing --------------------------------------------------------------------------------------------------
+
+
+def test_push_to_hub_uploads_after_the_remote_code_files_are_written(tiny_a_dir, tmp_path, monkeypatch):
+    """`save_pretrained(push_to_hub=True)`: the upload sees the finished folder (shim and auto_map included)."""
+    import huggingface_hub
+
+    uploads = []
+
+    def create_repo(self, repo_id, **kwargs):  # the Hub puts a bare name under the user's namespace
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id if '/' in repo_id else 'user/' + repo_id}")
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        uploads.append(
+            {
+                "repo_id": repo_id,
+                "files": sorted(path.name for path in folder.iterdir()),
+                "auto_map": json.loads((folder / "config.json").read_text()).get("auto_map")
+                if (folder / "config.json").is_file()
+                else None,
+                "commit_message": kwargs.get("commit_message"),
+            }
+        )
+        return "https://huggingface.co/commit"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    model = GLIPForGrounding.from_pretrained(tiny_a_dir)
+    model.save_pretrained(tmp_path / "glip-out", push_to_hub=True, repo_id="someone/glip-tiny", commit_message="m")
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == "someone/glip-tiny" and uploads[0]["commit_message"] == "m"
+    assert {"glip_shim.py", "config.json", "model.safetensors"} <= set(uploads[0]["files"])
+    assert uploads[0]["auto_map"]["AutoModelForZeroShotObjectDetection"] == "glip_shim.GLIPForGrounding"
+
+    uploads.clear()
+    GLIPProcessor.from_pretrained(tiny_a_dir).save_pretrained(tmp_path / "processor-out", push_to_hub=True)
+    assert uploads and uploads[0]["repo_id"] == "user/processor-out"  # the folder name, as transformers does
+    assert {"glip_shim.py", "processor_config.json"} <= set(uploads[0]["files"])
+
+
+# images that cannot be loaded ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_http_server():
+    """A loopback server: `/missing.png` answers 404, `/slow.png` never answers, `/text.png` sends no image."""
+    import http.server
+    import threading
+
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/slow.png":
+                release.wait(10)  # bounded: the test's timeout is far shorter
+                return
+            if self.path == "/text.png":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"this is not an image")
+                return
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_unloadable_images_name_the_input(small_detector, local_http_server, tmp_path):
+    with pytest.raises(ValueError, match=r"missing\.png' answered HTTP 404"):
+        small_detector(f"{local_http_server}/missing.png", candidate_labels=LABELS)
+    with pytest.raises(ValueError, match=r"could not download .*slow\.png"):
+        small_detector(f"{local_http_server}/slow.png", candidate_labels=LABELS, timeout=0.5)
+    with pytest.raises(ValueError, match=r"text\.png' is not a readable image"):
+        small_detector(f"{local_http_server}/text.png", candidate_labels=LABELS)
+    with pytest.raises(ValueError, match="neither an existing file nor an http"):
+        small_detector(str(tmp_path / "nowhere.png"), candidate_labels=LABELS)

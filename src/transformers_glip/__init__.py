@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from .configuration_glip import GLIPConfig
+from .hub_glip import add_remote_code_files
 from .image_processing_glip import GLIPImageProcessor
 from .inference_glip import detect
 from .modeling_glip import (
@@ -24,7 +25,8 @@ from .modeling_glip import (
     GLIPModelOutput,
     GLIPPreTrainedModel,
 )
-from .pipeline_glip import GLIPZeroShotObjectDetectionPipeline, add_remote_code_files, register_glip_pipeline
+from .pipeline_glip import GLIPZeroShotObjectDetectionPipeline, register_glip_pipeline
+from .postprocessing_glip import find_non_finite_parameters
 from .processing_glip import GLIPProcessor
 from .visualization_glip import draw_detections
 
@@ -41,6 +43,7 @@ __all__ = [
     "add_remote_code_files",
     "detect",
     "draw_detections",
+    "find_non_finite_parameters",
 ]
 
 AutoConfig.register("glip", GLIPConfig, exist_ok=True)

@@ -131,6 +131,12 @@ class GLIPConfig(PreTrainedConfig):
             IoU threshold of the class-aware NMS (`MODEL.ATSS.NMS_TH`).
         max_detections (`int`, *optional*, defaults to 100):
             Detections kept per image (`MODEL.ATSS.DETECTIONS_PER_IMG`).
+        chunk_merge_mode (`str`, *optional*, defaults to `"cross_chunk_nms"`):
+            How the detections of the prompts of one image are merged when its labels do not fit in one prompt
+            (large vocabularies): `"cross_chunk_nms"` drops a detection that a better one of ANOTHER prompt overlaps
+            (IoU > `nms_threshold`); `"concatenate"` is the official chunked evaluation (plain concatenation). The
+            post-processing values above and this one are the defaults of every inference path ([`detect`], the
+            pipeline, `GLIPProcessor.post_process_grounded_object_detection`).
         atss_topk (`int`, *optional*, defaults to 9):
             Candidate anchors per level and box in the ATSS assignment (`MODEL.ATSS.TOPK`).
         focal_alpha (`float`, *optional*, defaults to 0.25):
@@ -178,6 +184,7 @@ class GLIPConfig(PreTrainedConfig):
         pre_nms_top_n: int = 1000,
         nms_threshold: float = 0.6,
         max_detections: int = 100,
+        chunk_merge_mode: str = "cross_chunk_nms",
         atss_topk: int = 9,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
@@ -211,6 +218,7 @@ class GLIPConfig(PreTrainedConfig):
         self.pre_nms_top_n = pre_nms_top_n
         self.nms_threshold = nms_threshold
         self.max_detections = max_detections
+        self.chunk_merge_mode = chunk_merge_mode
         self.atss_topk = atss_topk
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -306,6 +314,10 @@ class GLIPConfig(PreTrainedConfig):
             raise ValueError(
                 f"max_text_length={self.max_text_length} exceeds text_config.max_position_embeddings="
                 f"{self.text_config.max_position_embeddings}."
+            )
+        if self.chunk_merge_mode not in ("concatenate", "cross_chunk_nms"):
+            raise ValueError(
+                f"chunk_merge_mode must be 'concatenate' or 'cross_chunk_nms', got {self.chunk_merge_mode!r}."
             )
         if not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in [0, 1], got {self.nms_threshold}.")

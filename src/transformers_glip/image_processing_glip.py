@@ -1,5 +1,5 @@
-"""Image processor of GLIP: the official evaluation/training image transforms, COCO targets, and the detection
-post-processing used by the stock `zero-shot-object-detection` pipeline.
+"""Image processor of GLIP: the official evaluation/training image transforms and COCO targets (box rules from
+`box_geometry_glip`). Post-processing is `GLIPProcessor.post_process_grounded_object_detection`.
 
 Official sources (microsoft/GLIP): `maskrcnn_benchmark/data/transforms/build.py::build_transforms`,
 `maskrcnn_benchmark/data/transforms/transforms.py::{Resize, RandomHorizontalFlip, ToTensor, Normalize}`,
@@ -33,7 +33,7 @@ from .box_geometry_glip import (
     resize_boxes,
     xywh_to_xyxy,
 )
-from .postprocessing_glip import _as_size_pairs, post_process_grounded_detections
+from .postprocessing_glip import as_size_pairs, output_field
 
 __all__ = [
     "GLIP_PIXEL_MEAN_BGR",
@@ -243,12 +243,6 @@ def _flatten_images(images: Any) -> list[Any]:
         f"`images` must be an image (PIL.Image.Image, numpy.ndarray, torch.Tensor) or a list of images, got "
         f"{type(images).__name__}."
     )
-
-
-def _get_output_field(outputs: Any, name: str) -> Any:
-    if isinstance(outputs, Mapping):
-        return outputs.get(name)
-    return getattr(outputs, name, None)
 
 
 class GLIPImageProcessor(PilBackend):
@@ -680,88 +674,18 @@ class GLIPImageProcessor(PilBackend):
             pixel_values[image_index, :, : tensor.shape[1], : tensor.shape[2]] = tensor
         return pixel_values
 
-    # ------------------------------------------------------------------ post-processing
+    # ------------------------------------------------------------------ post-processing sizes
     def resolve_image_sizes(self, outputs: Any, image_sizes: Any, target_sizes: Any, batch_size: int):
         """Unpadded network-input `(height, width)` per image: `image_sizes` if given, else `outputs.image_sizes`,
         else recomputed from the original `target_sizes` with this processor's evaluation resize rule."""
         if image_sizes is None:
-            image_sizes = _get_output_field(outputs, "image_sizes")
+            image_sizes = output_field(outputs, "image_sizes")
         if image_sizes is not None:
-            return _as_size_pairs(image_sizes, "image_sizes", batch_size)
+            return as_size_pairs(image_sizes, "image_sizes", batch_size)
         if target_sizes is None:
             raise ValueError(
                 "The network-input image sizes are unknown: pass `image_sizes` (the processor output of the same "
                 "name), model outputs carrying `image_sizes`, or the original `target_sizes`."
             )
-        original = _as_size_pairs(target_sizes, "target_sizes", batch_size)
+        original = as_size_pairs(target_sizes, "target_sizes", batch_size)
         return [self.get_resized_size(int(height), int(width)) for height, width in original]
-
-    def post_process_object_detection(
-        self,
-        outputs: Any,
-        threshold: float = 0.1,
-        target_sizes: Any = None,
-        image_sizes: Any = None,
-        pre_nms_threshold: float = 0.05,
-        pre_nms_top_n: int = 1000,
-        nms_threshold: float = 0.6,
-        max_detections: int = 100,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Detections for prompts made of ONE phrase, e.g. the stock `zero-shot-object-detection` pipeline, which runs
-        one forward per candidate label with the prompt `[CLS] label [SEP]`.
-
-        All non-special, non-padding tokens (positions `1 .. n - 2` of the `n` attended tokens) form the phrase;
-        its score is the official mean of token sigmoids, followed by the official post-processing (spec §8) and a
-        final `score > threshold` filter.
-
-        Args:
-            outputs ([`GLIPGroundingOutput`] or mapping): needs `logits` `(batch_size, num_anchors,
-                sequence_length)`, `pred_boxes` `(batch_size, num_anchors, 4)` (xyxy network-input pixels),
-                `centerness` `(batch_size, num_anchors)`, `num_anchors_per_level`; uses `text_attention_mask`
-                `(batch_size, sequence_length)` (else every token counts as attended) and `image_sizes`.
-            threshold (`float`, *optional*, defaults to 0.1): minimum final score.
-            target_sizes (`torch.Tensor` of shape `(batch_size, 2)` or list of pairs, *optional*):
-                Original `(height, width)`; boxes are rescaled to it when given.
-            image_sizes (*optional*): unpadded network-input `(height, width)` (see [`resolve_image_sizes`]).
-
-        Returns:
-            `list[dict]` per image with `scores` `(num_detections,)`, `labels` `(num_detections,)` (all 0) and
-            `boxes` `(num_detections, 4)` xyxy (original pixels if `target_sizes`, else network-input pixels).
-        """
-        logits = _get_output_field(outputs, "logits")
-        pred_boxes = _get_output_field(outputs, "pred_boxes")
-        centerness = _get_output_field(outputs, "centerness")
-        num_anchors_per_level = _get_output_field(outputs, "num_anchors_per_level")
-        if logits is None or pred_boxes is None or centerness is None or num_anchors_per_level is None:
-            raise ValueError(
-                "`outputs` must provide `logits`, `pred_boxes`, `centerness` and `num_anchors_per_level` "
-                "(GLIPGroundingOutput)."
-            )
-        batch_size, _, sequence_length = logits.shape
-        attention_mask = _get_output_field(outputs, "text_attention_mask")
-        if attention_mask is None:
-            attention_mask = torch.ones((batch_size, sequence_length), dtype=torch.long, device=logits.device)
-        if attention_mask.shape != (batch_size, sequence_length):
-            raise ValueError(
-                f"`text_attention_mask` has shape {tuple(attention_mask.shape)}, expected "
-                f"{(batch_size, sequence_length)}."
-            )
-        positions = torch.arange(sequence_length, device=logits.device)
-        attended_counts = attention_mask.to(torch.long).sum(-1, keepdim=True)  # (batch_size, 1)
-        # [CLS] at 0 and [SEP] at n - 1 are excluded; right padding sits beyond n - 1.
-        phrase_maps = ((positions >= 1) & (positions <= attended_counts - 2)).to(logits.dtype)[:, None, :]
-        resolved_sizes = self.resolve_image_sizes(outputs, image_sizes, target_sizes, batch_size)
-        return post_process_grounded_detections(
-            logits,
-            pred_boxes,
-            centerness,
-            num_anchors_per_level,
-            phrase_maps,  # (batch_size, 1, sequence_length)
-            resolved_sizes,
-            target_sizes=target_sizes,
-            pre_nms_threshold=pre_nms_threshold,
-            pre_nms_top_n=pre_nms_top_n,
-            nms_threshold=nms_threshold,
-            max_detections=max_detections,
-            score_threshold=threshold,
-        )

@@ -36,10 +36,16 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .postprocessing_glip import CHUNK_MERGE_MODES, merge_chunk_detections, post_process_grounded_detections
+from .postprocessing_glip import (
+    CHUNK_MERGE_MODES,
+    DEFAULT_SCORE_THRESHOLD,
+    check_score_threshold,
+    find_non_finite_parameters,
+    merge_chunk_detections,
+)
 from .processing_glip import GLIPProcessor, _validate_label_list
 
-__all__ = ["detect", "encode_detection_prompts"]
+__all__ = ["detect", "encode_detection_prompts", "validate_detection_arguments"]
 
 
 def _is_single_image(image: Any) -> bool:
@@ -111,15 +117,17 @@ def encode_detection_prompts(
     }
 
 
-def _validate_arguments(threshold: Any, chunk_size: Any, batch_size: Any, merge_mode: Any, max_detections: Any):
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
-        raise TypeError(f"`threshold` must be a number or None, got {type(threshold).__name__} ({threshold!r}).")
+def validate_detection_arguments(
+    threshold: Any, chunk_size: Any, batch_size: Any, merge_mode: Any, max_detections: Any
+) -> None:
+    """Checks of the call arguments shared by [`detect`] and the pipeline (`merge_mode` None = the config's)."""
+    check_score_threshold(threshold)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-    if merge_mode not in CHUNK_MERGE_MODES:
-        raise ValueError(f"`merge_mode` must be one of {CHUNK_MERGE_MODES}, got {merge_mode!r}.")
+    if merge_mode is not None and merge_mode not in CHUNK_MERGE_MODES:
+        raise ValueError(f"`merge_mode` must be one of {CHUNK_MERGE_MODES} or None, got {merge_mode!r}.")
     if max_detections is not None and (
         isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1
     ):
@@ -181,10 +189,10 @@ def detect(
     processor: GLIPProcessor,
     images: Any,
     labels: Sequence[str] | Sequence[Sequence[str]],
-    threshold: float | None = 0.1,
+    threshold: float | None = DEFAULT_SCORE_THRESHOLD,
     chunk_size: int | None = None,
     batch_size: int = 1,
-    merge_mode: str = "cross_chunk_nms",
+    merge_mode: str | None = None,
     target_sizes: Any = None,
     max_detections: int | None = None,
     trim_text_padding: bool = True,
@@ -206,9 +214,9 @@ def detect(
             chunks.
         batch_size (`int`, *optional*, defaults to 1): at most this many images per forward; only images of the
             same padded size are batched together (see the module docstring), so results do not depend on it.
-        merge_mode (`str`, *optional*, defaults to `"cross_chunk_nms"`): how the chunks of an image are merged
-            (see [`merge_chunk_detections`]; `"concatenate"` is the official chunked evaluation). No effect with
-            one chunk.
+        merge_mode (`str`, *optional*): how the chunks of an image are merged (see [`merge_chunk_detections`]);
+            defaults to `model.config.chunk_merge_mode` (`"cross_chunk_nms"`; `"concatenate"` is the official
+            chunked evaluation). No effect with one chunk.
         target_sizes (*optional*): `(height, width)` per image of the frame to return the boxes in; defaults to
             each image's original size.
         max_detections (`int`, *optional*): cap on an image's merged detections (default: no cap beyond the
@@ -222,12 +230,13 @@ def detect(
         pixels (or `target_sizes`), `scores` `(num_detections,)`, `labels` `(num_detections,)` 0-based indices into
         the image's label list, `text_labels` (the label names); sorted by decreasing score.
     """
-    _validate_arguments(threshold, chunk_size, batch_size, merge_mode, max_detections)
+    validate_detection_arguments(threshold, chunk_size, batch_size, merge_mode, max_detections)
     if not isinstance(trim_text_padding, bool):
         raise TypeError(f"`trim_text_padding` must be True or False, got {trim_text_padding!r}.")
     image_list, label_lists = _normalize_requests(images, labels)
     target_size_list = _resolve_target_sizes(target_sizes, len(image_list))
     config = model.config
+    merge_mode = config.chunk_merge_mode if merge_mode is None else merge_mode
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
 
@@ -261,24 +270,26 @@ def detect(
         )
         # One entry per prompt of this forward (several prompts only for a single chunked image).
         prompt_images = [index for index in indices for _ in range(num_prompts[index])]
-        per_prompt = post_process_grounded_detections(
-            outputs.logits,
-            outputs.pred_boxes,
-            outputs.centerness,
-            outputs.num_anchors_per_level,
-            positive_maps,
-            [tuple(image_features[index]["image_sizes"][0].tolist()) for index in prompt_images],
+        if not bool(torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.pred_boxes).all()):
+            broken = find_non_finite_parameters(model)
+            if broken:
+                raise ValueError(
+                    f"The model weights hold NaN or infinity in {len(broken)} tensors (first: {broken[:3]}), so every "
+                    "score is NaN and nothing can be detected. Reload or re-convert the checkpoint; after training, "
+                    "lower the learning rate or use float32."
+                )
+        per_prompt = processor.post_process_grounded_object_detection(
+            outputs,
+            threshold=threshold,
             target_sizes=[
                 target_size_list[index]
                 if target_size_list is not None
                 else tuple(image_features[index]["original_sizes"][0].tolist())
                 for index in prompt_images
             ],
-            pre_nms_threshold=config.pre_nms_score_threshold,
-            pre_nms_top_n=config.pre_nms_top_n,
-            nms_threshold=config.nms_threshold,
-            max_detections=config.max_detections,
-            score_threshold=threshold,
+            positive_map=positive_maps,
+            image_sizes=[tuple(image_features[index]["image_sizes"][0].tolist()) for index in prompt_images],
+            config=config,
         )
         start = 0
         for index in indices:
@@ -287,10 +298,10 @@ def detect(
             merged = merge_chunk_detections(
                 chunk_results,
                 prompts[index]["chunk_label_indices"],
+                mode=merge_mode,
                 # "concatenate" is the official plain concatenation (no NMS across chunks).
                 nms_threshold=config.nms_threshold if merge_mode == "cross_chunk_nms" else None,
                 max_detections=max_detections,
-                mode=merge_mode,
             )
             merged["text_labels"] = [label_lists[index][label] for label in merged["labels"].tolist()]
             results[index] = merged

@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .box_geometry_glip import GLIPBoxCoder, generate_anchors
 from .configuration_glip import GLIPConfig
+from .hub_glip import add_remote_code_files, pop_hub_arguments, push_folder_to_hub
 from .loss_glip import GLIPLoss
 from .modeling_glip_backbone import GLIPFeaturePyramid, GLIPSwinAttention, GLIPSwinBackbone
 from .modeling_glip_fusion import (
@@ -480,12 +481,14 @@ class GLIPPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the `auto_map` entries and `glip_shim.py` that let the folder load
-        with `trust_remote_code=True` without `import transformers_glip` (see
-        `pipeline_glip.add_remote_code_files`)."""
-        from .pipeline_glip import add_remote_code_files
-
+        with `trust_remote_code=True` without `import transformers_glip` ([`add_remote_code_files`]). With
+        `push_to_hub=True` the folder is uploaded after those files are written, so the Hub copy has them too."""
+        hub_arguments = pop_hub_arguments(save_directory, kwargs)
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        add_remote_code_files(save_directory)
+        if kwargs.get("is_main_process", True):
+            add_remote_code_files(save_directory)
+            if hub_arguments is not None:
+                push_folder_to_hub(save_directory, **hub_arguments)
         return result
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""The `zero-shot-object-detection` pipeline for GLIP, and saved folders that load with `trust_remote_code=True`.
+"""The `zero-shot-object-detection` pipeline for GLIP.
 
 The stock [`ZeroShotObjectDetectionPipeline`] runs one forward per candidate label with the prompt `[CLS] label
 [SEP]`. GLIP is trained and evaluated with ALL labels in one prompt (the labels compete for each box; the official
@@ -14,27 +14,29 @@ pipeline (every method delegates to it), so `import transformers_glip` can make 
 
 from __future__ import annotations
 
-import json
+import io
+import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import PIL.Image
-from transformers.image_utils import load_image
+import PIL.ImageOps
 from transformers.pipelines.zero_shot_object_detection import ZeroShotObjectDetectionPipeline
 from transformers.utils import logging
 
-from .inference_glip import detect
+from .inference_glip import detect, validate_detection_arguments
 from .modeling_glip import GLIPForGrounding
-from .postprocessing_glip import CHUNK_MERGE_MODES
+from .postprocessing_glip import DEFAULT_SCORE_THRESHOLD
 from .processing_glip import GLIPProcessor, _validate_label_list
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "DEFAULT_URL_TIMEOUT",
     "GLIPZeroShotObjectDetectionPipeline",
-    "REMOTE_CODE_SHIM_NAME",
-    "add_remote_code_files",
+    "load_image_reference",
     "register_glip_pipeline",
 ]
 
@@ -44,6 +46,43 @@ STOCK_PIPELINE_IMPL = "transformers.pipelines.zero_shot_object_detection.ZeroSho
 # Keyword arguments the GLIP path understands at call time (on top of `batch_size` and `num_workers`).
 _PREPROCESS_PARAMETERS = ("timeout", "chunk_size")
 _POSTPROCESS_PARAMETERS = ("threshold", "top_k", "merge_mode")
+
+
+# Seconds a URL image may take when the call gives no `timeout` (no timeout at all could wait forever).
+DEFAULT_URL_TIMEOUT = 30.0
+
+
+def load_image_reference(image: Any, timeout: float | None, name: str) -> PIL.Image.Image:
+    """A path, an http(s) URL or a `PIL.Image.Image` -> an RGB image, with an error that names the input.
+
+    A URL that answers with an error status (404, ...) or with bytes that are no image, a URL that does not answer
+    within `timeout` seconds (`DEFAULT_URL_TIMEOUT` when None) and a path that is not a file raise `ValueError`.
+    """
+    if isinstance(image, PIL.Image.Image):
+        return image.convert("RGB")
+    if image.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(
+                image, timeout=DEFAULT_URL_TIMEOUT if timeout is None else timeout
+            ) as response:
+                content = io.BytesIO(response.read())
+        except urllib.error.HTTPError as error:
+            raise ValueError(
+                f"`{name}`: {image!r} answered HTTP {error.code} {error.reason}; check the URL."
+            ) from error
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            raise ValueError(f"`{name}`: could not download {image!r} ({type(error).__name__}: {error}).") from error
+        source = image
+    elif os.path.isfile(image):
+        source, content = image, image
+    else:
+        raise ValueError(f"`{name}`: {image!r} is neither an existing file nor an http(s) URL.")
+    try:
+        loaded = PIL.Image.open(content)
+        loaded = PIL.ImageOps.exif_transpose(loaded)
+        return loaded.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"`{name}`: {source!r} is not a readable image ({error}).") from error
 
 
 def _split_label_string(labels: str) -> list[str]:
@@ -79,8 +118,9 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
 
     - `chunk_size` (`int`, *optional*): labels per prompt; default: one prompt when the labels fit in
       `config.max_text_length` tokens, else chunks of 40 (official LVIS evaluation).
-    - `merge_mode` (`str`, *optional*, defaults to `"cross_chunk_nms"`): how chunks are merged; `"concatenate"` is
-      the official (duplicates across chunks kept). See [`merge_chunk_detections`].
+    - `merge_mode` (`str`, *optional*): how chunks are merged, default `model.config.chunk_merge_mode`
+      (`"cross_chunk_nms"`); `"concatenate"` is the official (duplicates across chunks kept). See
+      [`merge_chunk_detections`].
     - `batch_size`: images per forward; only images of the same padded size share a forward, so the results do not
       depend on it (see [`detect`]).
 
@@ -120,11 +160,16 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
             return super().__call__(image, candidate_labels, **kwargs)
         if "text_queries" in kwargs:
             candidate_labels = kwargs.pop("text_queries")
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size is None:
+            batch_size = 1 if self._batch_size is None else self._batch_size
         kwargs.pop("num_workers", None)  # no DataLoader on this path
         unknown = sorted(set(kwargs) - set(_PREPROCESS_PARAMETERS) - set(_POSTPROCESS_PARAMETERS))
         if unknown:
-            raise TypeError(f"GLIPZeroShotObjectDetectionPipeline got unexpected keyword arguments {unknown}.")
+            raise TypeError(
+                f"GLIPZeroShotObjectDetectionPipeline got unexpected keyword arguments {unknown}; it takes "
+                f"{sorted(_PREPROCESS_PARAMETERS + _POSTPROCESS_PARAMETERS + ('batch_size', 'num_workers'))}."
+            )
         preprocess_params, _, postprocess_params = self._sanitize_parameters(**kwargs)
         parameters = {
             **self._preprocess_params,
@@ -132,9 +177,17 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
             **preprocess_params,
             **postprocess_params,
         }
-        merge_mode = parameters.get("merge_mode", "cross_chunk_nms")
-        if merge_mode not in CHUNK_MERGE_MODES:
-            raise ValueError(f"`merge_mode` must be one of {CHUNK_MERGE_MODES}, got {merge_mode!r}.")
+        # Every argument is checked before any image is loaded or any forward runs.
+        validate_detection_arguments(
+            parameters.get("threshold", DEFAULT_SCORE_THRESHOLD),
+            parameters.get("chunk_size"),
+            batch_size,
+            parameters.get("merge_mode"),
+            None,
+        )
+        top_k = parameters.get("top_k")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`top_k` must be a positive int (detections kept per image) or None, got {top_k!r}.")
 
         if isinstance(image, (str, PIL.Image.Image, Mapping)):
             request = self._request(image, candidate_labels, "image")
@@ -207,17 +260,20 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
     def _run_requests(
         self, requests: list[tuple[Any, list[str]]], batch_size: int, parameters: dict[str, Any]
     ) -> list[list[dict[str, Any]]]:
-        images = [load_image(image, timeout=parameters.get("timeout")) for image, _ in requests]
+        images = [
+            load_image_reference(image, parameters.get("timeout"), f"image[{index}]")
+            for index, (image, _) in enumerate(requests)
+        ]
         label_lists = [labels for _, labels in requests]
         results = detect(
             self.model,
             self._glip_processor(),
             images,
             label_lists,
-            threshold=parameters.get("threshold", 0.1),
+            threshold=parameters.get("threshold", DEFAULT_SCORE_THRESHOLD),
             chunk_size=parameters.get("chunk_size"),
             batch_size=batch_size,
-            merge_mode=parameters.get("merge_mode", "cross_chunk_nms"),
+            merge_mode=parameters.get("merge_mode"),
         )
         top_k = parameters.get("top_k")
         formatted = []
@@ -252,79 +308,3 @@ def register_glip_pipeline() -> None:
             f"The '{TASK}' pipeline implementation was already replaced by {current!r}; GLIP keeps it. Pass "
             "`pipeline_class=GLIPZeroShotObjectDetectionPipeline` to use GLIP's one-prompt pipeline."
         )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Saved folders that load with `trust_remote_code=True` without `import transformers_glip` (HF Path B')
-# ---------------------------------------------------------------------------------------------------------------
-
-REMOTE_CODE_SHIM_NAME = "glip_shim"
-
-_SHIM_SOURCE = '''"""Remote-code entry point of a transformers-glip model folder (`trust_remote_code=True`).
-
-The code lives in the `transformers-glip` package (`pip install transformers-glip`); this file only re-exports its
-classes. Importing it also registers GLIP with the transformers Auto classes and the zero-shot-object-detection
-pipeline.
-"""
-
-from transformers_glip import GLIPConfig, GLIPForGrounding, GLIPImageProcessor, GLIPModel, GLIPProcessor
-
-__all__ = ["GLIPConfig", "GLIPForGrounding", "GLIPImageProcessor", "GLIPModel", "GLIPProcessor"]
-'''
-
-_MODEL_AUTO_MAP = {
-    "AutoConfig": "GLIPConfig",
-    "AutoModel": "GLIPModel",
-    "AutoModelForZeroShotObjectDetection": "GLIPForGrounding",
-}
-
-
-def _update_json(path: Path, update) -> bool:
-    if not path.is_file():
-        return False
-    content = json.loads(path.read_text(encoding="utf-8"))
-    update(content)
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return True
-
-
-def add_remote_code_files(save_directory: str | Path) -> None:
-    """Add `auto_map` entries and a one-file shim to a folder saved with `save_pretrained`, so that
-    `AutoModelForZeroShotObjectDetection.from_pretrained(folder, trust_remote_code=True)`, `AutoProcessor`,
-    `AutoImageProcessor` and `pipeline("zero-shot-object-detection", model=folder, trust_remote_code=True)` work in a
-    process that never imported `transformers_glip` (the package must be installed: the shim imports it).
-
-    Writes `glip_shim.py` (re-exports the package classes) and points every `auto_map` entry at it: `config.json`
-    (`AutoConfig`, `AutoModel`, `AutoModelForZeroShotObjectDetection`), `processor_config.json` (`AutoProcessor`,
-    and `AutoImageProcessor` in its nested `image_processor`) and a legacy `preprocessor_config.json` if present.
-    Once the package is imported, its registered classes take precedence over `auto_map` (transformers prefers
-    explicitly registered local code), so the folder also loads the ordinary way. Call it again after every
-    `save_pretrained` into the folder (the converter does).
-
-    Raises:
-        `FileNotFoundError` if the folder holds neither `config.json` nor a processor config.
-    """
-    directory = Path(save_directory)
-
-    def model_entries(content: dict) -> None:
-        auto_map = content.setdefault("auto_map", {})
-        auto_map.update({key: f"{REMOTE_CODE_SHIM_NAME}.{name}" for key, name in _MODEL_AUTO_MAP.items()})
-
-    def image_processor_entries(content: dict) -> None:
-        content.setdefault("auto_map", {})["AutoImageProcessor"] = f"{REMOTE_CODE_SHIM_NAME}.GLIPImageProcessor"
-
-    def processor_entries(content: dict) -> None:
-        content.setdefault("auto_map", {})["AutoProcessor"] = f"{REMOTE_CODE_SHIM_NAME}.GLIPProcessor"
-        if isinstance(content.get("image_processor"), dict):
-            image_processor_entries(content["image_processor"])
-
-    found = [
-        _update_json(directory / "config.json", model_entries),
-        _update_json(directory / "processor_config.json", processor_entries),
-        _update_json(directory / "preprocessor_config.json", image_processor_entries),
-    ]
-    if not any(found):
-        raise FileNotFoundError(
-            f"{directory} holds no config.json / processor_config.json; call save_pretrained into it first."
-        )
-    (directory / f"{REMOTE_CODE_SHIM_NAME}.py").write_text(_SHIM_SOURCE, encoding="utf-8")

@@ -21,16 +21,26 @@ unpadded frames share their origin). Labels returned here are 0-based indices in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision.ops import box_iou
 
 from .box_geometry_glip import LEGACY_PIXEL_OFFSET, class_aware_nms, clip_boxes_to_image, resize_boxes
+from .configuration_glip import GLIPConfig
 
 __all__ = [
     "CHUNK_MERGE_MODES",
+    "DEFAULT_SCORE_THRESHOLD",
+    "as_size_pairs",
+    "check_finite_outputs",
+    "check_score_threshold",
+    "find_non_finite_parameters",
+    "output_field",
+    "post_processing_arguments",
     "compute_label_scores",
     "select_level_candidates",
     "cross_chunk_suppression",
@@ -42,7 +52,64 @@ __all__ = [
 ]
 
 
-def _as_size_pairs(sizes, name: str, batch_size: int | None = None) -> list[tuple[float, float]]:
+# Final `score > threshold` cut of the high-level paths ([`detect`], the pipeline, the processor); the same value as
+# the stock `zero-shot-object-detection` pipeline. The official evaluation has none (`threshold=None`): it keeps the
+# top `config.max_detections`.
+DEFAULT_SCORE_THRESHOLD = 0.1
+
+
+def post_processing_arguments(config: GLIPConfig) -> dict[str, float | int]:
+    """The official post-processing values of a model config, as keyword arguments of
+    [`post_process_grounded_detections`]. `GLIPConfig` is the one place these defaults live (the converter writes
+    them from the official yaml)."""
+    return {
+        "pre_nms_threshold": config.pre_nms_score_threshold,
+        "pre_nms_top_n": config.pre_nms_top_n,
+        "nms_threshold": config.nms_threshold,
+        "max_detections": config.max_detections,
+    }
+
+
+def output_field(outputs: Any, name: str) -> Any:
+    """Field `name` of model outputs given as a `ModelOutput` (attribute) or a mapping (key); None when absent."""
+    if isinstance(outputs, Mapping):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+def check_score_threshold(threshold: Any, name: str = "threshold") -> None:
+    """A score threshold is None (no cut) or a finite number in [0, 1]."""
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a number in [0, 1] or None, got {type(threshold).__name__} ({threshold!r})."
+        )
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise ValueError(f"`{name}` must be a number in [0, 1] (scores are probabilities) or None: {threshold!r}.")
+
+
+def check_finite_outputs(outputs: Any) -> None:
+    """Raise when the model outputs the post-processing reads hold NaN or infinity: every score would then fail
+    every comparison and the result would be silently empty."""
+    for name in ("logits", "pred_boxes", "centerness"):
+        value = output_field(outputs, name)
+        if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+            count = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"The model outputs hold {count} non-finite values (NaN or infinity) in `{name}`, so no detection "
+                "can be scored. Check the weights (`transformers_glip.find_non_finite_parameters(model)`) and the "
+                "inputs (`pixel_values` must be finite); half precision can overflow: try float32."
+            )
+
+
+def find_non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and buffers of `model` that hold NaN or infinity (empty when all are finite)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, tensor in tensors if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
+def as_size_pairs(sizes, name: str, batch_size: int | None = None) -> list[tuple[float, float]]:
     """`(batch, 2)` tensor / list of `(height, width)` pairs -> list of float pairs, validated."""
     if isinstance(sizes, torch.Tensor):
         if sizes.ndim == 1 and sizes.numel() == 2:
@@ -134,8 +201,8 @@ def select_level_candidates(
     centerness_logits: torch.Tensor,
     pred_boxes: torch.Tensor,
     image_size: tuple[float, float],
-    pre_nms_threshold: float = 0.05,
-    pre_nms_top_n: int = 1000,
+    pre_nms_threshold: float,
+    pre_nms_top_n: int,
     min_box_size: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Candidates of ONE pyramid level of ONE image (`ATSSPostProcessor.forward_for_single_feature_map`).
@@ -220,10 +287,11 @@ def post_process_grounded_detections(
     positive_map,
     image_sizes,
     target_sizes=None,
-    pre_nms_threshold: float = 0.05,
-    pre_nms_top_n: int = 1000,
-    nms_threshold: float = 0.6,
-    max_detections: int = 100,
+    *,
+    pre_nms_threshold: float,
+    pre_nms_top_n: int,
+    nms_threshold: float,
+    max_detections: int,
     score_threshold: float | None = None,
     return_candidates: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
@@ -244,7 +312,8 @@ def post_process_grounded_detections(
         target_sizes (`torch.Tensor` of shape `(batch_size, 2)` or list of pairs, *optional*):
             Original `(height, width)`; when given, boxes are rescaled to it (`BoxList.resize`).
         pre_nms_threshold, pre_nms_top_n, nms_threshold, max_detections:
-            Official `MODEL.ATSS.{INFERENCE_TH, PRE_NMS_TOP_N, NMS_TH, DETECTIONS_PER_IMG}` (0.05, 1000, 0.6, 100).
+            Official `MODEL.ATSS.{INFERENCE_TH, PRE_NMS_TOP_N, NMS_TH, DETECTIONS_PER_IMG}`; pass
+            `**post_processing_arguments(model.config)` (the config holds the defaults 0.05, 1000, 0.6, 100).
         score_threshold (`float`, *optional*): drop final detections with `score <= score_threshold`.
         return_candidates (`bool`, *optional*):
             Also return `"candidates"`: per level a dict `boxes/scores/labels` (network-input pixels, sorted by
@@ -279,9 +348,9 @@ def post_process_grounded_detections(
         )
     # The official post-processing runs in float32 (also for half-precision models).
     logits, pred_boxes, centerness = logits.float(), pred_boxes.float(), centerness.float()
-    image_sizes = _as_size_pairs(image_sizes, "image_sizes", batch_size)
+    image_sizes = as_size_pairs(image_sizes, "image_sizes", batch_size)
     if target_sizes is not None:
-        target_sizes = _as_size_pairs(target_sizes, "target_sizes", batch_size)
+        target_sizes = as_size_pairs(target_sizes, "target_sizes", batch_size)
     positive_maps = _per_image_positive_maps(positive_map, batch_size)
     level_bounds = torch.tensor([0] + num_anchors_per_level).cumsum(0).tolist()
 
@@ -366,22 +435,23 @@ def cross_chunk_suppression(
 def merge_chunk_detections(
     chunk_detections: Sequence[dict[str, torch.Tensor]],
     chunk_label_indices: Sequence[Sequence[int]],
+    *,
+    mode: str,
     nms_threshold: float | None = None,
     max_detections: int | None = None,
-    mode: str = "concatenate",
 ) -> dict[str, torch.Tensor]:
     """Merge the detections of one image prompted with several label chunks (large vocabularies, spec §3.6).
 
     Modes:
-    - `"concatenate"` (default here; the official behaviour): the official chunked evaluation
+    - `"concatenate"` (the official behaviour): the official chunked evaluation
       (`TEST.CHUNKED_EVALUATION 40`) concatenates the per-chunk detections (each already NMS-ed and capped) without
       any cross-chunk step. With `nms_threshold`, a class-aware NMS runs over the merged detections; since the
       chunks hold disjoint labels, it only matters when a label appears in several chunks.
-    - `"cross_chunk_nms"` (the default of the high-level APIs, `detect` and the pipeline): duplicates ACROSS chunks
-      are removed with [`cross_chunk_suppression`] at `nms_threshold` (0.6 if not given): a detection goes when a
-      kept, higher-scoring detection of a DIFFERENT chunk overlaps it with a "+1" IoU above the threshold, whatever
-      the labels (synonyms in different chunks otherwise give one box per synonym). Detections within a chunk are
-      never suppressed by each other, so one chunk gives exactly its single-prompt results.
+    - `"cross_chunk_nms"` (the default `GLIPConfig.chunk_merge_mode`, so of every inference path): duplicates ACROSS
+      chunks are removed with [`cross_chunk_suppression`] at `nms_threshold` (0.6 if not given): a detection goes
+      when a kept, higher-scoring detection of a DIFFERENT chunk overlaps it with a "+1" IoU above the threshold,
+      whatever the labels (synonyms in different chunks otherwise give one box per synonym). Detections within a
+      chunk are never suppressed by each other, so one chunk gives exactly its single-prompt results.
 
     Args:
         chunk_detections (`list[dict]`): per chunk, `boxes` `(n_c, 4)`, `scores` `(n_c,)`, `labels` `(n_c,)`
@@ -389,7 +459,7 @@ def merge_chunk_detections(
         chunk_label_indices (`list[list[int]]`): per chunk, the global label index of each chunk-local label.
         nms_threshold (`float`, *optional*): IoU threshold of the NMS of the chosen mode (see above).
         max_detections (`int`, *optional*): keep at most this many (kthvalue cut, ties kept).
-        mode (`str`, *optional*, defaults to `"concatenate"`): `"concatenate"` or `"cross_chunk_nms"`.
+        mode (`str`): `"concatenate"` or `"cross_chunk_nms"` (high-level paths pass `config.chunk_merge_mode`).
 
     Returns:
         `dict` with `boxes`, `scores`, `labels` (global 0-based label indices), sorted by decreasing score.

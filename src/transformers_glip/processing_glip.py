@@ -16,8 +16,20 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
 from transformers.utils import logging
 
-from .image_processing_glip import GLIPImageProcessor, GLIPImageProcessorKwargs, _get_output_field
-from .postprocessing_glip import _as_size_pairs, merge_chunk_detections, post_process_grounded_detections
+from .configuration_glip import GLIPConfig
+from .hub_glip import add_remote_code_files, pop_hub_arguments, push_folder_to_hub
+from .image_processing_glip import GLIPImageProcessor, GLIPImageProcessorKwargs
+from .postprocessing_glip import (
+    CHUNK_MERGE_MODES,
+    DEFAULT_SCORE_THRESHOLD,
+    as_size_pairs,
+    check_finite_outputs,
+    check_score_threshold,
+    merge_chunk_detections,
+    output_field,
+    post_process_grounded_detections,
+    post_processing_arguments,
+)
 from .prompts_glip import (
     build_detection_prompt,
     build_label_chunks,
@@ -173,11 +185,12 @@ class GLIPProcessor(ProcessorMixin):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`ProcessorMixin.save_pretrained`, then the `auto_map` entries and `glip_shim.py` for `trust_remote_code`
-        loading (see `pipeline_glip.add_remote_code_files`)."""
-        from .pipeline_glip import add_remote_code_files
-
+        loading ([`add_remote_code_files`]); with `push_to_hub=True` the folder is uploaded after they are written."""
+        hub_arguments = pop_hub_arguments(save_directory, kwargs)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         add_remote_code_files(save_directory)
+        if hub_arguments is not None:
+            push_folder_to_hub(save_directory, **hub_arguments)
         return result
 
     @classmethod
@@ -498,17 +511,15 @@ class GLIPProcessor(ProcessorMixin):
     def post_process_grounded_object_detection(
         self,
         outputs: Any,
-        threshold: float | None = 0.1,
+        threshold: float | None = DEFAULT_SCORE_THRESHOLD,
         target_sizes: Any = None,
         text_labels: Sequence[Sequence[str]] | None = None,
         positive_map: Any = None,
         image_sizes: Any = None,
-        pre_nms_threshold: float = 0.05,
-        pre_nms_top_n: int = 1000,
-        nms_threshold: float = 0.6,
-        max_detections: int = 100,
+        config: GLIPConfig | None = None,
     ) -> list[dict[str, Any]]:
-        """Official GLIP post-processing of [`GLIPForGrounding`] outputs (spec §8) with label names.
+        """Official GLIP post-processing of [`GLIPForGrounding`] outputs (spec §8) with label names: the one
+        post-processing entry point ([`detect`] and the pipeline call it too).
 
         Args:
             outputs ([`GLIPGroundingOutput`] or mapping): `logits` `(batch_size, num_anchors, sequence_length)`,
@@ -525,24 +536,33 @@ class GLIPProcessor(ProcessorMixin):
                 (or a list of per-image maps).
             image_sizes (*optional*): unpadded network-input `(height, width)` per image; defaults to
                 `outputs.image_sizes`, else derived from `target_sizes` with the evaluation resize rule.
+            config ([`GLIPConfig`], *optional*): the model's config (`model.config`), whose official
+                post-processing values are used (`pre_nms_score_threshold`, `pre_nms_top_n`, `nms_threshold`,
+                `max_detections`; a converted model carries those of its yaml). Defaults to `GLIPConfig()`.
 
         Returns:
             `list[dict]` per image: `boxes` `(num_detections, 4)` xyxy, `scores` `(num_detections,)`, `labels`
             `(num_detections,)` 0-based entity indices, `text_labels` (list of the entity names, when known); sorted
             by decreasing score.
+
+        Raises:
+            `ValueError` when the outputs hold NaN or infinity (the result would otherwise be silently empty).
         """
-        logits = _get_output_field(outputs, "logits")
-        pred_boxes = _get_output_field(outputs, "pred_boxes")
-        centerness = _get_output_field(outputs, "centerness")
-        num_anchors_per_level = _get_output_field(outputs, "num_anchors_per_level")
+        check_score_threshold(threshold)
+        config = GLIPConfig() if config is None else config
+        logits = output_field(outputs, "logits")
+        pred_boxes = output_field(outputs, "pred_boxes")
+        centerness = output_field(outputs, "centerness")
+        num_anchors_per_level = output_field(outputs, "num_anchors_per_level")
         if logits is None or pred_boxes is None or centerness is None or num_anchors_per_level is None:
             raise ValueError(
                 "`outputs` must provide `logits`, `pred_boxes`, `centerness` and `num_anchors_per_level` "
                 "(GLIPGroundingOutput)."
             )
+        check_finite_outputs(outputs)
         batch_size = logits.shape[0]
         if target_sizes is not None:
-            _as_size_pairs(target_sizes, "target_sizes", batch_size)
+            as_size_pairs(target_sizes, "target_sizes", batch_size)
         if text_labels is not None:
             if isinstance(text_labels, (str, bytes)) or not isinstance(text_labels, Sequence):
                 raise TypeError("`text_labels` must be a list (one list of names per image).")
@@ -573,11 +593,8 @@ class GLIPProcessor(ProcessorMixin):
             positive_map,
             resolved_sizes,
             target_sizes=target_sizes,
-            pre_nms_threshold=pre_nms_threshold,
-            pre_nms_top_n=pre_nms_top_n,
-            nms_threshold=nms_threshold,
-            max_detections=max_detections,
             score_threshold=threshold,
+            **post_processing_arguments(config),
         )
         for index, result in enumerate(results):
             if text_labels is not None:
@@ -595,31 +612,38 @@ class GLIPProcessor(ProcessorMixin):
         outputs: Any,
         chunk_label_indices: Sequence[Sequence[int]],
         positive_map: Any,
-        threshold: float | None = 0.1,
+        threshold: float | None = DEFAULT_SCORE_THRESHOLD,
         target_sizes: Any = None,
         text_labels: Sequence[str] | None = None,
         image_sizes: Any = None,
-        nms_threshold: float | None = None,
-        max_detections_per_chunk: int = 100,
         max_detections: int | None = None,
+        config: GLIPConfig | None = None,
+        merge_mode: str | None = None,
     ) -> dict[str, Any]:
         """Detections of ONE image prompted with label chunks (outputs batched over the chunks).
 
-        Each chunk is post-processed officially (NMS, `max_detections_per_chunk` cut), then the chunks are merged
-        with [`merge_chunk_detections`] (concatenation, as the official chunked evaluation; optional class-aware
-        NMS / cap).
+        Each chunk is post-processed officially with [`post_process_grounded_object_detection`], then the chunks
+        are merged with [`merge_chunk_detections`] in `merge_mode` (default `config.chunk_merge_mode`,
+        `"cross_chunk_nms"`; `"concatenate"` is the official chunked evaluation) at `config.nms_threshold`.
 
         Args:
             outputs: model outputs with batch dimension = chunks (all for the same image).
             chunk_label_indices, positive_map: the `encode_label_chunks` outputs of the same names.
             target_sizes (*optional*): the original `(height, width)` of the image (one pair).
             text_labels (`list[str]`, *optional*): the FULL label list (global indices), for `text_labels`.
+            max_detections (`int`, *optional*): cap on the merged detections (default: none beyond the official
+                `config.max_detections` per chunk).
+            config ([`GLIPConfig`], *optional*): the model's config (see [`post_process_grounded_object_detection`]).
 
         Returns:
             `dict` with `boxes`, `scores`, `labels` (global 0-based label indices) and, with `text_labels`,
             `text_labels`.
         """
-        logits = _get_output_field(outputs, "logits")
+        config = GLIPConfig() if config is None else config
+        merge_mode = config.chunk_merge_mode if merge_mode is None else merge_mode
+        if merge_mode not in CHUNK_MERGE_MODES:
+            raise ValueError(f"`merge_mode` must be one of {CHUNK_MERGE_MODES}, got {merge_mode!r}.")
+        logits = output_field(outputs, "logits")
         if logits is None:
             raise ValueError("`outputs` must provide `logits` (GLIPGroundingOutput).")
         num_chunks = logits.shape[0]
@@ -628,14 +652,14 @@ class GLIPProcessor(ProcessorMixin):
                 f"`chunk_label_indices` has {len(chunk_label_indices)} chunks but the outputs hold {num_chunks}."
             )
         if target_sizes is not None:
-            target_sizes = _as_size_pairs(target_sizes, "target_sizes")
+            target_sizes = as_size_pairs(target_sizes, "target_sizes")
             if len(target_sizes) != 1:
                 raise ValueError("`target_sizes` must hold the single (height, width) of the chunked image.")
             target_sizes = target_sizes * num_chunks
         if image_sizes is None:
-            image_sizes = _get_output_field(outputs, "image_sizes")
+            image_sizes = output_field(outputs, "image_sizes")
         if image_sizes is not None:
-            image_sizes = _as_size_pairs(image_sizes, "image_sizes")
+            image_sizes = as_size_pairs(image_sizes, "image_sizes")
             if len(image_sizes) == 1:  # the image is shared by every chunk
                 image_sizes = image_sizes * num_chunks
         per_chunk = self.post_process_grounded_object_detection(
@@ -644,10 +668,14 @@ class GLIPProcessor(ProcessorMixin):
             target_sizes=target_sizes,
             positive_map=positive_map,
             image_sizes=image_sizes,
-            max_detections=max_detections_per_chunk,
+            config=config,
         )
         merged = merge_chunk_detections(
-            per_chunk, chunk_label_indices, nms_threshold=nms_threshold, max_detections=max_detections
+            per_chunk,
+            chunk_label_indices,
+            mode=merge_mode,
+            nms_threshold=config.nms_threshold if merge_mode == "cross_chunk_nms" else None,
+            max_detections=max_detections,
         )
         if text_labels is not None:
             merged["text_labels"] = [text_labels[label] for label in merged["labels"].tolist()]
