@@ -279,6 +279,11 @@ def test_legacy_min_size_max_size_settings_load(tmp_path):
     assert reloaded.size == {"shortest_edge": 320, "longest_edge": 533}
     assert "min_size" not in reloaded.to_dict() and (reloaded.min_size, reloaded.max_size) == (320, 533)
     assert GLIPImageProcessor(max_size=None).size == {"shortest_edge": 800}
+    # The shorthands stay settable (`from_dict(..., min_size=...)` sets them after construction).
+    overridden = GLIPImageProcessor.from_dict(reloaded.to_dict(), min_size=224, max_size=None)
+    assert overridden.size == {"shortest_edge": 224} and reloaded.size["shortest_edge"] == 320
+    with pytest.raises(ValueError, match="min_size"):
+        overridden.min_size = 0
 
 
 # standard transformers switches --------------------------------------------------------------------------------------

@@ -319,10 +319,21 @@ class GLIPImageProcessor(PilBackend):
         """Evaluation short side, `size["shortest_edge"]` (`INPUT.MIN_SIZE_TEST`)."""
         return self.size["shortest_edge"]
 
+    @min_size.setter
+    def min_size(self, value: int) -> None:
+        _check_int(value, "min_size", 1)
+        self.size = {**self.size, "shortest_edge": int(value)}
+
     @property
     def max_size(self) -> int | None:
         """Evaluation long-side cap, `size["longest_edge"]` (`INPUT.MAX_SIZE_TEST`; None: no cap)."""
         return self.size.get("longest_edge")
+
+    @max_size.setter
+    def max_size(self, value: int | None) -> None:
+        _check_int(value, "max_size", 1, allow_none=True)
+        size = {key: item for key, item in self.size.items() if key != "longest_edge"}
+        self.size = size if value is None else {**size, "longest_edge": int(value)}
 
     def _standardize_kwargs(self, **kwargs) -> dict[str, Any]:
         """Check the settings (at construction and per call) and bring them to one form: `size` a plain dict,
