@@ -216,10 +216,30 @@ def test_bad_arguments_are_rejected(processor, image):
         processor(image, annotations={"image_id": 1, "annotations": [{"bbox": [1, 2, 3], "category_id": 1}]})
     with pytest.raises(TypeError, match="annotations"):
         processor(image, annotations="boxes")
-    with pytest.raises(TypeError, match="unexpected"):
-        processor(image, do_resize=False)
+    with pytest.raises(TypeError, match="unexpected.*not_a_setting"):
+        processor(image, not_a_setting=False)
+    with pytest.raises(ValueError, match="size"):
+        processor(image, size={"height": 10, "width": 10})
+    with pytest.raises(TypeError, match="generator"):
+        processor(image, do_train_augmentation=True, generator=3)
+    with pytest.raises(ValueError, match="data_format"):
+        processor(image, data_format="channels_middle")
+    with pytest.raises(ValueError, match="do_pad"):
+        processor([image, image.resize((100, 200))], do_pad=False)
+    with pytest.raises(ValueError, match="pad_size"):
+        processor(image, pad_size={"height": 100, "width": 100})
+    with pytest.raises(ValueError, match="image_mean"):
+        processor(image, image_mean=[0.0, 0.0])
+    with pytest.raises(ValueError, match="crop_size"):
+        processor(image, do_center_crop=True)
+    with pytest.raises(ValueError, match="annotations"):
+        processor(image, annotations=_coco_annotations(), do_center_crop=True, crop_size=64)
     with pytest.raises(ValueError, match="min_size"):
         GLIPImageProcessor(min_size=0)
+    with pytest.raises(ValueError, match="size"):
+        GLIPImageProcessor(size={"shortest_edge": 0})
+    with pytest.raises(TypeError, match="generator"):
+        GLIPImageProcessor(generator=torch.Generator())
     with pytest.raises(ValueError, match="image_std"):
         GLIPImageProcessor(image_std=[1.0, 0.0, 1.0])
 
@@ -236,12 +256,124 @@ def test_save_and_load_round_trip(tmp_path, image):
     assert torch.equal(reloaded(image)["pixel_values"], processor(image)["pixel_values"])
 
 
-def test_auto_image_processor_loads_after_registration(tmp_path):
+def test_auto_image_processor_loads_the_pil_backend(tmp_path):
     from transformers import AutoImageProcessor
 
     from transformers_glip.configuration_glip import GLIPConfig
 
-    AutoImageProcessor.register(GLIPConfig, image_processor_classes={"torchvision": GLIPImageProcessor}, exist_ok=True)
+    # The registration of the package `__init__`: GLIP's processor is a PIL backend.
+    AutoImageProcessor.register(GLIPConfig, image_processor_classes={"pil": GLIPImageProcessor}, exist_ok=True)
     GLIPImageProcessor(min_size=320, max_size=533).save_pretrained(tmp_path)
-    reloaded = AutoImageProcessor.from_pretrained(tmp_path)
-    assert isinstance(reloaded, GLIPImageProcessor) and reloaded.min_size == 320
+    for backend in (None, "pil"):
+        reloaded = AutoImageProcessor.from_pretrained(tmp_path, backend=backend)
+        assert type(reloaded) is GLIPImageProcessor and reloaded.min_size == 320
+    assert GLIPImageProcessor().backend == "pil"
+
+
+def test_legacy_min_size_max_size_settings_load(tmp_path):
+    """Configs saved before `size` existed hold `min_size` / `max_size`."""
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"image_processor_type": "GLIPImageProcessor", "min_size": 320, "max_size": 533})
+    )
+    reloaded = GLIPImageProcessor.from_pretrained(tmp_path)
+    assert reloaded.size == {"shortest_edge": 320, "longest_edge": 533}
+    assert "min_size" not in reloaded.to_dict() and (reloaded.min_size, reloaded.max_size) == (320, 533)
+    assert GLIPImageProcessor(max_size=None).size == {"shortest_edge": 800}
+    # The shorthands stay settable (`from_dict(..., min_size=...)` sets them after construction).
+    overridden = GLIPImageProcessor.from_dict(reloaded.to_dict(), min_size=224, max_size=None)
+    assert overridden.size == {"shortest_edge": 224} and reloaded.size["shortest_edge"] == 320
+    with pytest.raises(ValueError, match="min_size"):
+        overridden.min_size = 0
+
+
+# standard transformers switches --------------------------------------------------------------------------------------
+
+
+def test_standard_switches_have_their_standard_meaning(processor, image, inputs):
+    expected = inputs["images.tensors"][..., :320, :426]  # unpadded official pixels
+    rgb = torch.from_numpy(np.asarray(image.resize((426, 320), Image.BILINEAR)).copy()).permute(2, 0, 1).float()
+    # Every step off: the uint8 RGB pixels (channels first), unresized, unpadded.
+    raw = processor(
+        image, do_resize=False, do_rescale=False, do_convert_to_bgr255=False, do_normalize=False, do_pad=False
+    )
+    assert torch.equal(raw["pixel_values"][0], torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float())
+    assert raw["image_sizes"].tolist() == [[480, 640]]
+    # Only the resize: PIL bilinear on uint8.
+    resized = processor(image, do_rescale=False, do_convert_to_bgr255=False, do_normalize=False, do_pad=False)
+    assert torch.equal(resized["pixel_values"][0], rgb)
+    # Rescale alone: x * rescale_factor.
+    rescaled = processor(image, rescale_factor=0.5, do_convert_to_bgr255=False, do_normalize=False, do_pad=False)
+    assert torch.equal(rescaled["pixel_values"][0], rgb * 0.5)
+    # BGR255 without normalisation: the official x / 255 * 255 on flipped channels.
+    bgr = processor(image, do_normalize=False, do_pad=False)["pixel_values"][0]
+    assert torch.equal(bgr, (rgb / 255)[[2, 1, 0]] * 255)
+    # Scalar statistics apply to every channel.
+    scalar = processor(image, image_mean=100.0, image_std=50.0, do_pad=False)["pixel_values"][0]
+    assert torch.equal(scalar, (bgr - 100.0) / 50.0)
+    # The per-call size, pad_size, data_format.
+    assert processor(image, size={"shortest_edge": 160, "longest_edge": 1000})["image_sizes"].tolist() == [[160, 213]]
+    padded = processor(image, pad_size={"height": 336, "width": 448})["pixel_values"]
+    assert padded.shape == (1, 3, 336, 448) and torch.equal(padded[..., :320, :426], expected)
+    last = processor(image, data_format="channels_last")["pixel_values"]
+    assert torch.equal(last.permute(0, 3, 1, 2), inputs["images.tensors"])
+    cropped = processor(image, do_center_crop=True, crop_size={"height": 300, "width": 400}, do_pad=False)
+    assert cropped["pixel_values"].shape == (1, 3, 300, 400)
+    assert torch.equal(cropped["pixel_values"][0], expected[0][:, 10:310, 13:413])
+
+
+def test_unconverted_channels_are_kept(processor, image):
+    rgba = np.concatenate([np.asarray(image), np.full((480, 640, 1), 7, dtype=np.uint8)], axis=-1)
+    features = processor(rgba, do_convert_rgb=False, image_mean=[0.0] * 4, image_std=[1.0] * 4)
+    assert features["pixel_values"].shape == (1, 4, 320, 448)
+    rgb = processor(image, image_mean=[0.0] * 3, image_std=[1.0] * 3)["pixel_values"]
+    assert torch.equal(features["pixel_values"][:, :3], rgb)  # RGB(A) -> BGR(A), alpha kept last
+    assert torch.allclose(features["pixel_values"][0, 3, :320, :426], torch.tensor(7.0))
+    gray = processor(np.asarray(image.convert("L")), do_convert_rgb=False, image_mean=0.0, image_std=1.0)
+    assert gray["pixel_values"].shape == (1, 1, 320, 448)
+
+
+@pytest.mark.parametrize("num_channels", [1, 3, 4])
+def test_channel_layout_is_inferred(processor, num_channels):
+    channels_last = np.random.default_rng(0).integers(0, 256, (40, 100, num_channels), dtype=np.uint8)
+    channels_first = np.ascontiguousarray(channels_last.transpose(2, 0, 1))
+    expected = processor(channels_last)["pixel_values"]
+    for image in (channels_first, torch.from_numpy(channels_last), torch.from_numpy(channels_first)):
+        assert torch.equal(processor(image)["pixel_values"], expected)
+
+
+# high bit depths -----------------------------------------------------------------------------------------------------
+
+
+def test_sixteen_bit_images_are_scaled_by_65535(processor, image):
+    gray = np.asarray(image.convert("L"))
+    expected = processor(gray)["pixel_values"]
+    sixteen_bit = gray.astype(np.uint16) * 257  # 255 -> 65535
+    assert torch.equal(processor(sixteen_bit)["pixel_values"], expected)
+    pil_sixteen_bit = Image.fromarray(sixteen_bit)
+    assert pil_sixteen_bit.mode == "I;16"
+    assert torch.equal(processor(pil_sixteen_bit)["pixel_values"], expected)
+    rgb_sixteen_bit = np.asarray(image).astype(np.uint16) * 257
+    assert torch.equal(processor(rgb_sixteen_bit)["pixel_values"], processor(image)["pixel_values"])
+
+
+def test_float_images_and_mode_f_are_read_on_the_unit_scale(processor, image):
+    gray = np.asarray(image.convert("L"))
+    expected = processor(gray)["pixel_values"]
+    unit = gray.astype(np.float32) / 255
+    assert torch.equal(processor(unit)["pixel_values"], expected)
+    assert torch.equal(processor(Image.fromarray(unit, mode="F"))["pixel_values"], expected)
+    with pytest.raises(ValueError, match=r"mode 'F'.*\[0, 1\]"):
+        processor(Image.fromarray(gray.astype(np.float32), mode="F"))  # 0-255 floats: ambiguous
+
+
+def test_thirty_two_bit_integer_images(processor, image):
+    gray = np.asarray(image.convert("L"))
+    expected = processor(gray)["pixel_values"]
+    # Mode "I" (int32) within 0-255 is read like uint8 (transformers' convention for integer pixels).
+    assert torch.equal(processor(Image.fromarray(gray.astype(np.int32), mode="I"))["pixel_values"], expected)
+    assert torch.equal(processor(torch.from_numpy(gray.astype(np.int64)))["pixel_values"], expected)
+    # Beyond 0-255 the range is ambiguous (16-bit? 32-bit?): refused with the conversion to use.
+    with pytest.raises(ValueError, match="uint16"):
+        processor(Image.fromarray(gray.astype(np.int32) * 257, mode="I"))
+    with pytest.raises(ValueError, match="uint16"):
+        processor(np.full((8, 8), -1, dtype=np.int32))

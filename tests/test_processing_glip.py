@@ -21,8 +21,8 @@ from transformers_glip.postprocessing_glip import (
     post_processing_arguments,
     token_lists_to_positive_map,
 )
-from transformers_glip.processing_glip import (
-    GLIPProcessor,
+from transformers_glip.processing_glip import GLIPProcessor
+from transformers_glip.prompts_glip import (
     build_detection_prompt,
     build_label_chunks,
     clean_label_name,
@@ -479,6 +479,11 @@ def test_encode_label_chunks_and_merge(processor, image, detection_run):
         (42, TypeError, "text"),
         (["word " * 300], ValueError, r"text\[0\]"),
         ([f"label {index}" for index in range(200)], ValueError, "encode_label_chunks"),
+        (["cat", "\u200b"], ValueError, r"text\[1\].*never be\s+detected"),  # zero-width space: no token
+        (["cat", "\x00"], ValueError, r"text\[1\]"),  # NUL: no token
+        (["cat", "..."], ValueError, r"text\[1\]` = '\.\.\.'"),  # punctuation only
+        (["cat", "dog", "Cat"], ValueError, r"text\[0\]` = 'cat' and `text\[2\]` = 'Cat'"),  # same tokens
+        ([["cat"], ["dog", "dog "]], ValueError, r"text\[1\]\[0\].*text\[1\]\[1\]"),
     ],
 )
 def test_bad_text_is_rejected(processor, text, error, pattern):
@@ -518,7 +523,7 @@ def test_bad_processor_arguments_are_rejected(processor, image, caption_info, de
 
 
 def test_processor_save_and_load_round_trip(tmp_path, processor, image, caption_info):
-    custom = GLIPProcessor(processor.image_processor, processor.tokenizer, max_length=128, chunk_size=20)
+    custom = GLIPProcessor(processor.image_processor, processor.tokenizer, max_text_length=128, chunk_size=20)
     custom.save_pretrained(tmp_path)
     reloaded = GLIPProcessor.from_pretrained(tmp_path)
     assert isinstance(reloaded.image_processor, GLIPImageProcessor)
@@ -541,8 +546,68 @@ def test_auto_processor_loads_after_registration(tmp_path, processor):
 
     from transformers_glip.configuration_glip import GLIPConfig
 
-    AutoImageProcessor.register(GLIPConfig, image_processor_classes={"torchvision": GLIPImageProcessor}, exist_ok=True)
+    AutoImageProcessor.register(GLIPConfig, image_processor_classes={"pil": GLIPImageProcessor}, exist_ok=True)
     AutoProcessor.register(GLIPConfig, GLIPProcessor, exist_ok=True)
     processor.save_pretrained(tmp_path)
     reloaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(reloaded, GLIPProcessor) and reloaded.image_processor.max_size == 533
+
+
+def test_empty_and_duplicate_labels_are_refused_everywhere(processor, tokenizer):
+    with pytest.raises(ValueError, match="never be"):
+        processor.encode_label_chunks(["cat", "\u200b"])
+    with pytest.raises(ValueError, match="same label"):
+        processor.encode_label_chunks(["cat", "dog", "cat"])
+    with pytest.raises(ValueError, match="same label"):
+        build_label_chunks(["cat", "cat"], tokenizer)
+    # Labels that only look alike stay distinct.
+    assert processor(text=["cat", "cats", "black cat"])["positive_map"].shape[1] == 3
+
+
+def test_unified_kwargs(processor, image):
+    default = processor(images=image, text=["cat", "dog"])
+    assert default["input_ids"].shape == (1, 256)  # official padding to max_text_length
+    longest = processor(text=[["cat"], ["a black dog"]], padding="longest")
+    assert longest["input_ids"].shape == (2, 5) and longest["positive_map"].shape == (2, 1, 5)
+    nested = processor(text=[["cat"], ["a black dog"]], text_kwargs={"padding": "longest"})
+    assert torch.equal(nested["input_ids"], longest["input_ids"])
+    short = processor(text=["cat", "dog"], max_length=16)
+    assert short["input_ids"].shape == (1, 16)
+    assert torch.equal(short["positive_map"][0], default["positive_map"][0, :, :16])
+    # Image options, flat or nested; common kwargs.
+    small = processor(images=image, text=["cat"], size={"shortest_edge": 160, "longest_edge": 1000})
+    nested_small = processor(
+        images=image, text=["cat"], images_kwargs={"size": {"shortest_edge": 160, "longest_edge": 1000}}
+    )
+    assert small["image_sizes"].tolist() == nested_small["image_sizes"].tolist() == [[160, 213]]
+    common = processor(images=image, text=["cat"], common_kwargs={"return_tensors": "pt"})
+    assert torch.equal(common["pixel_values"], default["pixel_values"])
+    # phrase_spans is a typed text kwarg.
+    caption = "a cat and a dog"
+    spans = processor(text=caption, phrase_spans=[[(0, 5)], [(10, 15)]])
+    in_text_kwargs = processor(text=caption, text_kwargs={"phrase_spans": [[(0, 5)], [(10, 15)]]})
+    assert spans["text_labels"] == in_text_kwargs["text_labels"] == [["a cat", "a dog"]]
+    with pytest.raises(ValueError, match="two times"):
+        processor(text=["cat"], padding="longest", text_kwargs={"padding": "max_length"})
+    with pytest.raises(ValueError, match="return_tensors"):
+        processor(text=["cat"], return_tensors="np")
+    with pytest.raises(ValueError, match="max_length"):
+        processor(text=["cat"], max_length=2)
+
+
+def test_processor_signature_follows_transformers(processor):
+    import inspect
+
+    assert list(inspect.signature(GLIPProcessor.__call__).parameters)[:3] == ["self", "images", "text"]
+    assert list(inspect.signature(GLIPProcessor.__init__).parameters)[:3] == ["self", "image_processor", "tokenizer"]
+    assert processor.max_length == processor.max_text_length == 256
+
+
+def test_corrupt_tokenizer_json_is_named(tmp_path, processor):
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "truncation": nul')
+    with pytest.raises(ValueError, match=r"tokenizer\.json is not valid JSON"):
+        GLIPProcessor.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0"}')  # valid JSON, not a tokenizer
+    with pytest.raises(ValueError, match=r"tokenizer\.json could not be loaded"):
+        GLIPProcessor.from_pretrained(tmp_path)

@@ -1,27 +1,24 @@
-"""Text side of GLIP: prompts, character spans -> token positive maps, and the `GLIPProcessor`.
+"""`GLIPProcessor`: a [`GLIPImageProcessor`] plus a BERT tokenizer, turning images and label lists / captions into
+model inputs (token ids and the positive maps of the prompt entities) and model outputs into named detections.
 
-Official sources (microsoft/GLIP): `maskrcnn_benchmark/data/datasets/modulated_coco.py::create_positive_map`,
-`maskrcnn_benchmark/engine/inference.py::{create_queries_and_maps, create_positive_dict, clean_name, chunks}`,
-`maskrcnn_benchmark/engine/predictor_glip.py::{find_noun_phrases, run_ner}`.
+Prompt building, character spans -> token positive maps and noun-phrase extraction live in `prompts_glip`.
 """
 
-from __future__ import annotations
-
+import json
 import numbers
-import re
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.image_processing_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
 from transformers.utils import logging
 
 from .configuration_glip import GLIPConfig
 from .hub_glip import add_remote_code_files, pop_hub_arguments, push_folder_to_hub
-from .image_processing_glip import GLIPImageProcessor
+from .image_processing_glip import GLIPImageProcessor, GLIPImageProcessorKwargs
 from .postprocessing_glip import (
     CHUNK_MERGE_MODES,
     DEFAULT_SCORE_THRESHOLD,
@@ -33,303 +30,42 @@ from .postprocessing_glip import (
     post_process_grounded_detections,
     post_processing_arguments,
 )
+from .prompts_glip import (
+    build_detection_prompt,
+    build_label_chunks,
+    clean_label_name,
+    count_prompt_tokens,
+    create_positive_map,
+    find_noun_phrases,
+    validate_label_tokens,
+    validate_labels,
+)
 
 logger = logging.get_logger(__name__)
 
-__all__ = [
-    "DETECTION_PROMPT_SEPARATOR",
-    "GLIPProcessor",
-    "GLIPLabelChunk",
-    "build_detection_prompt",
-    "build_label_chunks",
-    "clean_label_name",
-    "create_positive_map",
-    "find_noun_phrases",
-]
+__all__ = ["GLIPProcessor", "GLIPProcessorKwargs", "GLIPTextKwargs"]
+
+# `MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN` of every released GLIP config: prompts are padded to 256 tokens.
+GLIP_MAX_TEXT_LENGTH = 256
 
 
-def _token_at(encoding, character_index: int) -> int | None:
-    """Token index covering `character_index` in the first sequence of `encoding` (None for whitespace/outside)."""
-    if character_index < 0:
-        return None
-    return encoding.char_to_token(0, character_index)
-
-
-def create_positive_map(
-    encoding,
-    spans_per_entity: Sequence[Sequence[tuple[int, int]]],
-    max_length: int = 256,
-) -> torch.FloatTensor:
-    """Binary map from entities (lists of character spans) to the tokens that cover them.
-
-    Reproduces `modulated_coco.py::create_positive_map` of the official code, without the row normalisation
-    (which never reaches a computation, see the spec §3.2): for each span `(begin, end)` (end exclusive),
-    `first = char_to_token(begin)`, falling back to `begin + 1` then `begin + 2`; `last = char_to_token(end - 1)`,
-    falling back to `end - 2` then `end - 3`; if either is still `None` the span is skipped; otherwise tokens
-    `first ... last` (inclusive) are marked. Token indices at or beyond `max_length` are dropped, as the official
-    slice of a 256-wide row does.
-
-    Args:
-        encoding (`BatchEncoding`):
-            Output of a *fast* tokenizer (offsets available) called on ONE string (batched or not; padding on the
-            right does not change the indices). Token index 0 is `[CLS]`.
-        spans_per_entity (`list[list[tuple[int, int]]]`):
-            For each entity, its `[begin, end)` character spans in the tokenized string. An entity with no span
-            (or with spans that all fail to map) gets an all-zero row.
-        max_length (`int`, *optional*, defaults to 256):
-            Width of the map (the padded token length of the model).
-
-    Returns:
-        `torch.FloatTensor` of shape `(num_entities, max_length)` with values in {0, 1}.
-    """
-    if not hasattr(encoding, "char_to_token"):
-        raise TypeError(
-            f"`encoding` must be the output of a fast tokenizer (with `char_to_token`), got {type(encoding).__name__}."
-        )
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"`max_length` must be a positive int, got {max_length!r}.")
-    if isinstance(spans_per_entity, (str, bytes)) or not isinstance(spans_per_entity, Sequence):
-        raise TypeError(
-            f"`spans_per_entity` must be a list (one entry per entity) of lists of (begin, end) spans, got "
-            f"{type(spans_per_entity).__name__}."
-        )
-    positive_map = torch.zeros((len(spans_per_entity), max_length), dtype=torch.float32)
-    for entity_index, spans in enumerate(spans_per_entity):
-        if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence):
-            raise TypeError(
-                f"`spans_per_entity[{entity_index}]` must be a list of (begin, end) spans, got {type(spans).__name__}."
-            )
-        for span in spans:
-            if (
-                isinstance(span, (str, bytes))
-                or not isinstance(span, Sequence)
-                or len(span) != 2
-                or not all(isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in span)
-            ):
-                raise ValueError(
-                    f"`spans_per_entity[{entity_index}]` holds {span!r}; every span must be a pair of ints "
-                    "(begin, end) with end exclusive."
-                )
-            begin, end = int(span[0]), int(span[1])
-            if begin < 0 or end <= begin:
-                raise ValueError(
-                    f"`spans_per_entity[{entity_index}]` holds the span {tuple(span)}; spans need 0 <= begin < end."
-                )
-            first_token = _token_at(encoding, begin)
-            if first_token is None:
-                first_token = _token_at(encoding, begin + 1)
-                if first_token is None:
-                    first_token = _token_at(encoding, begin + 2)
-            last_token = _token_at(encoding, end - 1)
-            if last_token is None:
-                last_token = _token_at(encoding, end - 2)
-                if last_token is None:
-                    last_token = _token_at(encoding, end - 3)
-            if first_token is None or last_token is None:
-                continue
-            positive_map[entity_index, first_token : last_token + 1] = 1.0
-    return positive_map
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Detection prompts from label lists (`engine/inference.py::create_queries_and_maps`, spec §3.3)
-# ---------------------------------------------------------------------------------------------------------------
-
-# `DATASETS.SEPARATION_TOKENS` of the GLIP-T / GLIP-L configs: put BETWEEN names, never after the last one.
-DETECTION_PROMPT_SEPARATOR = ". "
-
-
-def clean_label_name(name: str) -> str:
-    """Official `clean_name`: drop the (greedy) parenthesised part, `_` -> space, one pass of double -> single space.
-
-    Leading/trailing spaces are kept (the positive map's character fallbacks handle them), e.g.
-    `"bow_(weapon)"` -> `"bow "`.
-    """
-    name = re.sub(r"\(.*\)", "", name)
-    name = re.sub(r"_", " ", name)
-    return re.sub(r"  ", " ", name)
-
-
-def _validate_label_list(labels: Any, name: str) -> list[str]:
-    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
-        raise TypeError(f"`{name}` must be a list of label strings, got {type(labels).__name__}.")
-    if len(labels) == 0:
-        raise ValueError(f"`{name}` is an empty label list; pass at least one label.")
-    for index, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise TypeError(f"`{name}[{index}]` must be a string, got {type(label).__name__} ({label!r}).")
-        if not clean_label_name(label).strip():
-            raise ValueError(f"`{name}[{index}]` = {label!r} is empty (after removing parentheses/underscores).")
-    return list(labels)
-
-
-def build_detection_prompt(
-    labels: Sequence[str], separator: str = DETECTION_PROMPT_SEPARATOR
-) -> tuple[str, list[list[tuple[int, int]]]]:
-    """The caption and per-label character spans the official detection evaluation builds from a label list.
-
-    Every label goes through [`clean_label_name`]; the cleaned names are joined with `separator` (no trailing
-    separator, no prefix, no lower-casing); label `k`'s span is exactly its cleaned name.
-    Example: `["red circle", "person"]` -> `("red circle. person", [[(0, 10)], [(12, 18)]])`.
-    """
-    labels = _validate_label_list(labels, "labels")
-    caption = ""
-    spans = []
-    for index, label in enumerate(labels):
-        start = len(caption)
-        caption += clean_label_name(label)
-        spans.append([(start, len(caption))])
-        if index != len(labels) - 1:
-            caption += separator
-    return caption, spans
-
-
-@dataclass
-class GLIPLabelChunk:
-    """One prompt of a chunked large vocabulary.
+class GLIPTextKwargs(TextKwargs, total=False):
+    """Text keyword arguments of [`GLIPProcessor`] on top of the tokenizer's `TextKwargs`.
 
     Attributes:
-        label_indices (`list[int]`): global (0-based) indices of the labels of this chunk, in prompt order.
-        labels (`list[str]`): the labels themselves (uncleaned).
-        caption (`str`): the official detection prompt of these labels.
-        spans (`list[list[tuple[int, int]]]`): character spans of every label in `caption`.
+        phrase_spans (`list`, *optional*): for a caption, per phrase its `(begin, end)` character spans (end
+            exclusive); for a batch of captions, one such list (or `None`: noun-phrase extraction) per caption.
     """
 
-    label_indices: list[int]
-    labels: list[str]
-    caption: str
-    spans: list[list[tuple[int, int]]]
+    phrase_spans: list | tuple | None
 
 
-def _count_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
-    """Token counts WITH the special tokens (`[CLS] ... [SEP]`), no truncation."""
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+class GLIPProcessorKwargs(ProcessingKwargs, total=False):
+    """Keyword arguments of [`GLIPProcessor.__call__`]: `text_kwargs` ([`GLIPTextKwargs`]) go to the tokenizer,
+    `images_kwargs` ([`GLIPImageProcessorKwargs`]) to the image processor; flat keywords are routed by name."""
 
-
-def build_label_chunks(
-    labels: Sequence[str],
-    tokenizer: PreTrainedTokenizerBase,
-    chunk_size: int = 40,
-    max_length: int = 256,
-) -> list[GLIPLabelChunk]:
-    """Split a label list into consecutive prompts of at most `chunk_size` labels that each fit `max_length` tokens.
-
-    Follows the official LVIS evaluation (`TEST.CHUNKED_EVALUATION 40`: consecutive chunks of 40 sorted names,
-    `engine/inference.py::chunks`); a chunk whose caption would exceed `max_length` tokens (special tokens
-    included) is closed early, so when every 40-label chunk fits the result equals the official chunks.
-
-    Raises:
-        `ValueError` if a single label does not fit in `max_length` tokens.
-    """
-    labels = _validate_label_list(labels, "labels")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
-        raise ValueError(f"`max_length` must be an int >= 3, got {max_length!r}.")
-    # Counts with [CLS]/[SEP]; the separator ". " adds one "." token between names (BERT splits punctuation).
-    label_token_counts = [
-        count - 2 for count in _count_tokens(tokenizer, [clean_label_name(label) for label in labels])
-    ]
-    for index, count in enumerate(label_token_counts):
-        if count + 2 > max_length:
-            raise ValueError(
-                f"`labels[{index}]` = {labels[index]!r} has {count} tokens, more than fit in max_length={max_length} "
-                "(with [CLS] and [SEP])."
-            )
-    groups: list[list[int]] = []
-    current: list[int] = []
-    current_tokens = 2
-    for index, count in enumerate(label_token_counts):
-        separator_tokens = 1 if current else 0
-        if current and (len(current) == chunk_size or current_tokens + separator_tokens + count > max_length):
-            groups.append(current)
-            current, current_tokens, separator_tokens = [], 2, 0
-        current.append(index)
-        current_tokens += separator_tokens + count
-    groups.append(current)
-
-    chunks = []
-    pending = list(groups)
-    while pending:
-        group = pending.pop(0)
-        group_labels = [labels[index] for index in group]
-        caption, spans = build_detection_prompt(group_labels)
-        if len(group) > 1 and _count_tokens(tokenizer, [caption])[0] > max_length:
-            # The additive estimate was wrong for this tokenizer: split the group and retry both halves.
-            half = len(group) // 2
-            pending[:0] = [group[:half], group[half:]]
-            continue
-        chunks.append(GLIPLabelChunk(label_indices=list(group), labels=group_labels, caption=caption, spans=spans))
-    return chunks
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Noun phrases of a free caption (replacement for GLIPDemo's NLTK chunker, spec §3.5)
-# ---------------------------------------------------------------------------------------------------------------
-
-_WORD_PATTERN = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")
-_DETERMINERS = frozenset(
-    "a an the this that these those some any each every another all both no either neither".split()
-)
-_BREAK_WORDS = frozenset(
-    """
-    i me my mine we us our ours you your yours he him his she her hers it its they them their theirs who whom whose
-    which what myself yourself himself herself itself ourselves themselves one ones
-    in on at by for with about against between among into through during before after above below to from up down
-    of off over under near beside besides behind across along around inside outside onto toward towards upon within
-    without next than like as via per beneath beyond throughout underneath
-    and or but nor so yet if while because although though whereas where when then there here how why whether
-    is are was were be been being am has have had having do does did doing can could will would shall should may
-    might must not isn't aren't wasn't weren't doesn't don't didn't can't cannot won't
-    very too also just only really quite almost even still again ever never always often sometimes
-    """.split()
-)
-
-
-def find_noun_phrases(caption: str) -> list[tuple[str, tuple[int, int]]]:
-    """Noun-phrase-like chunks of a caption, with their character spans, without NLTK or models.
-
-    The official demo (`predictor_glip.py::find_noun_phrases`) POS-tags the caption with NLTK and keeps the
-    grammar `<DT>?<JJ.*>*<NN.*>+`. This offline approximation splits the caption into words and cuts chunks at
-    punctuation and at function words (pronouns, prepositions, conjunctions, auxiliaries, frequent adverbs); a
-    determiner starts a new chunk and is kept at its front; chunks made of determiners only, and single words
-    ending in "ing" without a determiner (mostly verbs: "a man riding a horse"), are dropped. Every occurrence is
-    its own entity (as in the demo). Pass explicit `phrase_spans` for exact control.
-
-    Returns:
-        `list[(phrase, (begin, end))]` in caption order; `phrase = caption[begin:end]`.
-    """
-    phrases: list[tuple[str, tuple[int, int]]] = []
-    chunk: list[tuple[str, int, int]] = []
-
-    def close_chunk() -> None:
-        content = [word for word in chunk if word[0] not in _DETERMINERS]
-        has_determiner = chunk and chunk[0][0] in _DETERMINERS
-        if content and not (len(content) == 1 and not has_determiner and content[0][0].endswith("ing")):
-            begin, end = chunk[0][1], chunk[-1][2]
-            phrases.append((caption[begin:end], (begin, end)))
-        chunk.clear()
-
-    previous_end = 0
-    for match in _WORD_PATTERN.finditer(caption):
-        word = match.group(0).lower()
-        if caption[previous_end : match.start()].strip():
-            close_chunk()  # punctuation between the words
-        previous_end = match.end()
-        if word in _BREAK_WORDS:
-            close_chunk()
-        elif word in _DETERMINERS:
-            close_chunk()
-            chunk.append((word, match.start(), match.end()))
-        else:
-            chunk.append((word, match.start(), match.end()))
-    close_chunk()
-    return phrases
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Processor
-# ---------------------------------------------------------------------------------------------------------------
+    text_kwargs: GLIPTextKwargs
+    images_kwargs: GLIPImageProcessorKwargs
 
 
 def _validate_spans(spans: Any, name: str, caption: str) -> list[list[tuple[int, int]]]:
@@ -381,32 +117,71 @@ class GLIPProcessor(ProcessorMixin):
 
     Text inputs (`text=`):
     - a list of labels per image, `[["a cat", "a remote control"], ...]` (a flat list of strings = the labels of
-      ONE image): the official detection prompt, cleaned names joined with `". "` (see [`build_detection_prompt`]);
+      ONE image): the official detection prompt, cleaned names joined with `". "` (see
+      [`~prompts_glip.build_detection_prompt`]);
     - a caption string (or a list of captions) with `phrase_spans=` (per phrase, its `(begin, end)` character
       spans; a list of those per caption for a batch);
-    - a caption alone: entities are the noun phrases found by [`find_noun_phrases`] (to mix with explicit spans in
-      a batch, give `None` for those captions in `phrase_spans`).
+    - a caption alone: entities are the noun phrases found by [`~prompts_glip.find_noun_phrases`] (to mix with
+      explicit spans in a batch, give `None` for those captions in `phrase_spans`).
+
+    Keyword arguments follow transformers' unified processor kwargs ([`GLIPProcessorKwargs`]): tokenizer options
+    (`padding`, `max_length`, `truncation`, ...) flat or in `text_kwargs`, image options (`size`, `do_rescale`,
+    `do_train_augmentation`, ...) flat or in `images_kwargs`, shared ones in `common_kwargs`. Prompts are padded to
+    `max_text_length` tokens unless `padding` / `max_length` say otherwise.
 
     Args:
         image_processor ([`GLIPImageProcessor`]): the image processor.
         tokenizer ([`BertTokenizer`]): a fast BERT tokenizer (offsets are needed for the positive maps).
-        max_length (`int`, *optional*, defaults to 256): padded token length (`MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN`).
+        max_text_length (`int`, *optional*, defaults to 256): default padded token length
+            (`MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN`; the model config's `max_text_length`).
         chunk_size (`int`, *optional*, defaults to 40): labels per prompt for large vocabularies
             (`TEST.CHUNKED_EVALUATION`).
     """
 
-    def __init__(self, image_processor, tokenizer, max_length: int = 256, chunk_size: int = 40):
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
-            raise ValueError(f"`max_length` must be an int >= 3, got {max_length!r}.")
+    valid_processor_kwargs = GLIPProcessorKwargs
+    # Outputs that stay Python lists (names per image, COCO targets, chunk indices).
+    skip_tensor_conversion = [*ProcessorMixin.skip_tensor_conversion, "text_labels", "labels", "chunk_label_indices"]
+
+    def __init__(
+        self,
+        image_processor,
+        tokenizer,
+        max_text_length: int = GLIP_MAX_TEXT_LENGTH,
+        chunk_size: int = 40,
+        **kwargs,
+    ):
+        if "max_length" in kwargs:
+            # Transitional: callers written before `max_text_length` (see the report of this change).
+            max_text_length = kwargs.pop("max_length")
+        if isinstance(max_text_length, bool) or not isinstance(max_text_length, int) or max_text_length < 3:
+            raise ValueError(f"`max_text_length` must be an int >= 3, got {max_text_length!r}.")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}.")
         if not isinstance(image_processor, GLIPImageProcessor):
             raise TypeError(f"`image_processor` must be a GLIPImageProcessor, got {type(image_processor).__name__}.")
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("`tokenizer` must be a fast tokenizer (character offsets are needed for positive maps).")
-        self.max_length = max_length
+        self.max_text_length = max_text_length
         self.chunk_size = chunk_size
-        super().__init__(image_processor, tokenizer)
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    @property
+    def text_kwargs(self) -> dict[str, Any]:
+        """Default tokenizer options (lowest priority of `_merge_kwargs`): official padding to `max_text_length`."""
+        return {"padding": "max_length", "max_length": self.max_text_length, "truncation": True}
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """The keys `__call__` returns for images and text: the tokenizer's and the image processor's inputs of
+        [`GLIPForGrounding`], plus `original_sizes`, `positive_map` and `text_labels`, which the post-processing (and
+        the loss targets) read."""
+        names = list(self.tokenizer.model_input_names) + list(self.image_processor.model_input_names)
+        return list(dict.fromkeys([*names, "original_sizes", "positive_map", "text_labels"]))
+
+    @property
+    def max_length(self) -> int:
+        """The default padded token length (`max_text_length`)."""
+        return self.max_text_length
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`ProcessorMixin.save_pretrained`, then the `auto_map` entries and `glip_shim.py` for `trust_remote_code`
@@ -421,11 +196,31 @@ class GLIPProcessor(ProcessorMixin):
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
         """Load the tokenizer with `AutoTokenizer` and the image processor as a `GLIPImageProcessor` directly, so
-        that loading does not depend on `AutoImageProcessor` registrations."""
+        that loading does not depend on `AutoImageProcessor` registrations. A local `tokenizer.json` that cannot be
+        read gives a `ValueError` naming the file."""
         subfolder = kwargs.pop("subfolder", "")
-        tokenizer = cls._load_tokenizer_from_pretrained(
-            "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
-        )
+        tokenizer_file = os.path.join(pretrained_model_name_or_path, subfolder, "tokenizer.json")
+        if os.path.isfile(tokenizer_file):
+            try:
+                with open(tokenizer_file, encoding="utf-8") as handle:
+                    json.load(handle)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(
+                    f"{tokenizer_file} is not valid JSON ({error}); re-save the tokenizer (e.g. "
+                    "`BertTokenizer.from_pretrained('bert-base-uncased').save_pretrained(folder)`) or delete the file "
+                    "to rebuild it from vocab.txt."
+                ) from error
+        try:
+            tokenizer = cls._load_tokenizer_from_pretrained(
+                "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            )
+        except Exception as error:
+            if not os.path.isfile(tokenizer_file):
+                raise
+            raise ValueError(
+                f"The tokenizer in {tokenizer_file} could not be loaded ({type(error).__name__}: {error}); re-save "
+                "the tokenizer or delete the file to rebuild it from vocab.txt."
+            ) from error
         image_processor = GLIPImageProcessor.from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
@@ -483,43 +278,73 @@ class GLIPProcessor(ProcessorMixin):
         return entries
 
     def _label_entry(self, labels: Any, name: str) -> _TextEntry:
-        labels = _validate_label_list(labels, name)
+        labels = validate_labels(labels, name)
+        validate_label_tokens(labels, self.tokenizer, name)
         caption, spans = build_detection_prompt(labels)
         return _TextEntry(caption, spans, list(labels), from_label_list=True)
 
-    def _encode_entries(self, entries: list[_TextEntry], max_length: int) -> dict[str, Any]:
+    def _encode_entries(
+        self, entries: list[_TextEntry], max_length: int | None, text_kwargs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Tokenize the captions of `entries` and build their positive maps.
+
+        Args:
+            entries: one prompt per image.
+            max_length: the token limit (with special tokens): label-list prompts beyond it raise, captions beyond it
+                are truncated with a warning. `None`: no limit.
+            text_kwargs: tokenizer options (`padding`, `truncation`, ...); default: padding to `max_length`.
+
+        Returns:
+            `dict` with `input_ids`, `token_type_ids`, `attention_mask` `(batch_size, sequence_length)`,
+            `positive_map` `(batch_size, max_num_entities, sequence_length)` and `text_labels`.
+        """
+        if text_kwargs is None:
+            text_kwargs = {"padding": "max_length", "truncation": True}
+        text_kwargs = {**text_kwargs, "max_length": max_length, "return_tensors": "pt"}
         captions = [entry.caption for entry in entries]
-        unpadded = self.tokenizer(captions, add_special_tokens=True, truncation=False)
-        for index, (entry, ids) in enumerate(zip(entries, unpadded["input_ids"])):
-            if len(ids) <= max_length:
-                continue
-            if entry.from_label_list:
-                label_counts = _count_tokens(self.tokenizer, [clean_label_name(label) for label in entry.text_labels])
-                name = "text" if len(entries) == 1 else f"text[{index}]"
-                longest = max(range(len(label_counts)), key=label_counts.__getitem__)
-                if label_counts[longest] > max_length:
-                    raise ValueError(
-                        f"`{name}[{longest}]` = {entry.text_labels[longest]!r} has {label_counts[longest] - 2} "
-                        f"tokens, more than fit in max_length={max_length}."
+        if max_length is not None and text_kwargs.get("truncation") not in (None, False, "do_not_truncate"):
+            unpadded = self.tokenizer(captions, add_special_tokens=True, truncation=False)["input_ids"]
+            for index, (entry, ids) in enumerate(zip(entries, unpadded)):
+                if len(ids) <= max_length:
+                    continue
+                if entry.from_label_list:
+                    label_counts = count_prompt_tokens(
+                        self.tokenizer, [clean_label_name(label) for label in entry.text_labels]
                     )
-                raise ValueError(
-                    f"The {len(entry.text_labels)} labels of `{name}` need {len(ids)} tokens, more than "
-                    f"max_length={max_length}; split them with `GLIPProcessor.encode_label_chunks` (or "
-                    "`build_label_chunks`) and merge the detections with `post_process_chunked_object_detection`."
+                    name = "text" if len(entries) == 1 else f"text[{index}]"
+                    longest = max(range(len(label_counts)), key=label_counts.__getitem__)
+                    if label_counts[longest] > max_length:
+                        raise ValueError(
+                            f"`{name}[{longest}]` = {entry.text_labels[longest]!r} has {label_counts[longest] - 2} "
+                            f"tokens, more than fit in max_length={max_length}."
+                        )
+                    raise ValueError(
+                        f"The {len(entry.text_labels)} labels of `{name}` need {len(ids)} tokens, more than "
+                        f"max_length={max_length}; split them with `GLIPProcessor.encode_label_chunks` (or "
+                        "`build_label_chunks`) and merge the detections with `post_process_chunked_object_detection`."
+                    )
+                logger.warning(
+                    f"Caption {index} has {len(ids)} tokens and is truncated to max_length={max_length}; phrases "
+                    "beyond the cut get no tokens."
                 )
-            logger.warning(
-                f"Caption {index} has {len(ids)} tokens and is truncated to max_length={max_length}; phrases beyond "
-                "the cut get no tokens."
-            )
-        encoding = self.tokenizer(
-            captions, max_length=max_length, padding="max_length", truncation=True, return_tensors="pt"
-        )
-        positive_maps = []
-        for index, entry in enumerate(entries):
-            single = _SingleSequenceEncoding(unpadded, index)
-            positive_maps.append(create_positive_map(single, entry.spans, max_length=max_length))
+        # A fast tokenizer keeps the padding / truncation of its last call in its backend, and `save_pretrained` writes
+        # that state into tokenizer.json, whose reload then turns it into init kwargs that override `max_text_length`:
+        # leave a tokenizer that had none without any.
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        had_padding = backend is not None and backend.padding is not None
+        had_truncation = backend is not None and backend.truncation is not None
+        encoding = self.tokenizer(captions, **text_kwargs)
+        if backend is not None and not had_padding:
+            backend.no_padding()
+        if backend is not None and not had_truncation:
+            backend.no_truncation()
+        sequence_length = encoding["input_ids"].shape[-1]
+        positive_maps = [
+            create_positive_map(_SingleSequenceEncoding(encoding, index), entry.spans, max_length=sequence_length)
+            for index, entry in enumerate(entries)
+        ]
         max_labels = max(positive_map.shape[0] for positive_map in positive_maps)
-        stacked = torch.zeros((len(entries), max_labels, max_length), dtype=torch.float32)
+        stacked = torch.zeros((len(entries), max_labels, sequence_length), dtype=torch.float32)
         for index, positive_map in enumerate(positive_maps):
             stacked[index, : positive_map.shape[0]] = positive_map
         return {
@@ -534,49 +359,56 @@ class GLIPProcessor(ProcessorMixin):
         self,
         images: Any = None,
         text: Any = None,
-        phrase_spans: Any = None,
         annotations: Any = None,
-        max_length: int | None = None,
-        return_tensors: str | None = "pt",
-        **kwargs,
+        **kwargs: Unpack[GLIPProcessorKwargs],
     ) -> BatchFeature:
         """Prepare images and prompts for [`GLIPForGrounding`].
 
         Args:
             images: anything [`GLIPImageProcessor`] accepts (one image or a list).
             text: see the class docstring (label lists, captions with `phrase_spans`, or captions alone).
-            phrase_spans: per phrase, its `(begin, end)` character spans in the caption (a list per caption for a
-                batch of captions; `None` entries use noun-phrase extraction).
             annotations: COCO detection annotations, forwarded to the image processor (training targets). When
                 every kept object names its prompt entity (`"phrase_index"`: 0-based label / phrase index, or
                 `"tokens_positive"`: character spans in the caption), its target also gets `positive_map`
-                `(num_boxes, max_length)`, the binary token map of each box (the model's `labels` format).
-            max_length (`int`, *optional*): token length, defaults to `self.max_length` (256).
-            return_tensors: only `"pt"` is supported.
-            kwargs: forwarded to [`GLIPImageProcessor.preprocess`] (e.g. `do_train_augmentation`, `generator`).
+                `(num_boxes, sequence_length)`, the binary token map of each box (the model's `labels` format).
+            kwargs ([`GLIPProcessorKwargs`]): `phrase_spans` (per phrase, its `(begin, end)` character spans in the
+                caption; a list per caption for a batch of captions, `None` entries use noun-phrase extraction),
+                tokenizer options (`padding`, `max_length`, `truncation`; default: padding to `max_text_length`),
+                image-processor options (e.g. `do_train_augmentation`, `generator`, `size`), `return_tensors` (only
+                `"pt"` or `None`: the outputs are torch tensors either way).
 
         Returns:
-            [`BatchFeature`] with `input_ids`, `token_type_ids` (zeros), `attention_mask` `(batch_size, max_length)`;
-            `positive_map` `(batch_size, max_num_labels, max_length)` float {0, 1} (row `k` = tokens of entity `k`,
-            rows beyond an image's entities are zero); `text_labels` (list per image of entity names: the labels, or
-            the phrases); with images, `pixel_values`, `image_sizes`, `original_sizes` (and `labels` with
-            annotations).
+            [`BatchFeature`] with `input_ids`, `token_type_ids` (zeros), `attention_mask` `(batch_size,
+            sequence_length)`; `positive_map` `(batch_size, max_num_labels, sequence_length)` float {0, 1} (row `k` =
+            tokens of entity `k`, rows beyond an image's entities are zero); `text_labels` (list per image of entity
+            names: the labels, or the phrases); with images, `pixel_values`, `image_sizes`, `original_sizes` (and
+            `labels` with annotations).
         """
         if images is None and text is None:
             raise ValueError("Pass `images`, `text` or both.")
-        if return_tensors not in (None, "pt") and str(return_tensors) != "TensorType.PYTORCH":
-            raise ValueError(f"`return_tensors` must be 'pt', got {return_tensors!r}.")
-        max_length = self.max_length if max_length is None else max_length
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+        output_kwargs = self._merge_kwargs(
+            GLIPProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        text_kwargs = output_kwargs["text_kwargs"]
+        images_kwargs = output_kwargs["images_kwargs"]
+        phrase_spans = text_kwargs.pop("phrase_spans", None)
+        for options in (text_kwargs, images_kwargs):
+            return_tensors = options.pop("return_tensors", None)
+            if return_tensors not in (None, "pt") and str(return_tensors) != "TensorType.PYTORCH":
+                raise ValueError(f"`return_tensors` must be 'pt' or None (torch tensors), got {return_tensors!r}.")
+        max_length = text_kwargs.pop("max_length", None)
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3
+        ):
             raise ValueError(f"`max_length` must be an int >= 3, got {max_length!r}.")
         if phrase_spans is not None and text is None:
             raise ValueError("`phrase_spans` needs `text` (the caption the spans index).")
         data: dict[str, Any] = {}
         if text is not None:
             entries = self._text_entries(text, phrase_spans)
-            data.update(self._encode_entries(entries, max_length))
+            data.update(self._encode_entries(entries, max_length, text_kwargs))
         if images is not None:
-            image_features = self.image_processor(images, annotations=annotations, **kwargs)
+            image_features = self.image_processor(images, annotations=annotations, **images_kwargs)
             num_images = image_features["pixel_values"].shape[0]
             if text is not None and num_images != len(data["text_labels"]):
                 raise ValueError(
@@ -586,11 +418,11 @@ class GLIPProcessor(ProcessorMixin):
             if text is not None and annotations is not None:
                 annotation_list = [annotations] if isinstance(annotations, Mapping) else list(annotations)
                 self._attach_box_positive_maps(
-                    image_features["labels"], annotation_list, entries, data["positive_map"], max_length
+                    image_features["labels"], annotation_list, entries, data["positive_map"], data["input_ids"]
                 )
             data.update(image_features)
-        elif annotations is not None or kwargs:
-            raise ValueError("`annotations` and image-processing keyword arguments need `images`.")
+        elif annotations is not None:
+            raise ValueError("`annotations` needs `images`.")
         return BatchFeature(data=data)
 
     def _attach_box_positive_maps(
@@ -599,11 +431,12 @@ class GLIPProcessor(ProcessorMixin):
         annotation_list: list[Any],
         entries: list[_TextEntry],
         positive_map: torch.Tensor,
-        max_length: int,
+        input_ids: torch.Tensor,
     ) -> None:
-        """Add `positive_map` `(num_boxes, max_length)` to every training target whose kept objects all name their
+        """Add `positive_map` `(num_boxes, sequence_length)` to every training target whose kept objects all name their
         prompt entity: `"phrase_index"` (0-based index into the image's labels / phrases) or `"tokens_positive"`
         (MDETR-style `[begin, end)` spans in the caption). Targets with other objects are left without a map."""
+        sequence_length = input_ids.shape[-1]
         for image_index, target in enumerate(targets):
             objects = annotation_list[image_index]["annotations"]
             entry = entries[image_index]
@@ -616,7 +449,7 @@ class GLIPProcessor(ProcessorMixin):
                         [annotation["tokens_positive"]], f"{name}['tokens_positive']", entry.caption
                     )
                     encoding = self.tokenizer(entry.caption, add_special_tokens=True, truncation=False)
-                    rows.append(create_positive_map(encoding, spans, max_length=max_length)[0])
+                    rows.append(create_positive_map(encoding, spans, max_length=sequence_length)[0])
                 elif "phrase_index" in annotation:
                     phrase_index = annotation["phrase_index"]
                     if (
@@ -633,7 +466,7 @@ class GLIPProcessor(ProcessorMixin):
                     rows = None
                     break
             if rows is not None:
-                target["positive_map"] = torch.stack(rows) if rows else torch.zeros((0, max_length))
+                target["positive_map"] = torch.stack(rows) if rows else torch.zeros((0, sequence_length))
 
     # ------------------------------------------------------------------ large vocabularies
     def encode_label_chunks(
@@ -642,9 +475,16 @@ class GLIPProcessor(ProcessorMixin):
         images: Any = None,
         chunk_size: int | None = None,
         max_length: int | None = None,
-        **kwargs,
+        **kwargs: Unpack[GLIPImageProcessorKwargs],
     ) -> BatchFeature:
         """Encode a large label list for ONE image as several prompts (chunks), to run as a text batch.
+
+        Args:
+            text (`list[str]`): the labels.
+            images (*optional*): ONE image.
+            chunk_size (`int`, *optional*): labels per chunk, defaults to `self.chunk_size` (40).
+            max_length (`int`, *optional*): token length of every chunk, defaults to `self.max_text_length` (256).
+            kwargs: image-processor options.
 
         Returns:
             [`BatchFeature`] with `input_ids`, `token_type_ids`, `attention_mask` `(num_chunks, max_length)`,
@@ -653,8 +493,9 @@ class GLIPProcessor(ProcessorMixin):
             image), `pixel_values` `(1, 3, height, width)`, `image_sizes`, `original_sizes`.
         """
         chunk_size = self.chunk_size if chunk_size is None else chunk_size
-        max_length = self.max_length if max_length is None else max_length
-        labels = _validate_label_list(text, "text")
+        max_length = self.max_text_length if max_length is None else max_length
+        labels = validate_labels(text, "text")
+        validate_label_tokens(labels, self.tokenizer, "text")
         chunks = build_label_chunks(labels, self.tokenizer, chunk_size=chunk_size, max_length=max_length)
         entries = [_TextEntry(chunk.caption, chunk.spans, chunk.labels, from_label_list=True) for chunk in chunks]
         data = self._encode_entries(entries, max_length)
