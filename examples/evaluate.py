@@ -73,7 +73,7 @@ def load_model(arguments, device):
             image_std=saved.image_std,
         )
         processor = GLIPProcessor(
-            image_processor, processor.tokenizer, max_length=processor.max_length, chunk_size=processor.chunk_size
+            image_processor, processor.tokenizer, max_text_length=processor.max_length, chunk_size=processor.chunk_size
         )
     return model, processor
 

@@ -599,7 +599,7 @@ def main(argv=None):
     image_processor = GLIPImageProcessor(
         min_size=args.min_size, max_size=args.max_size, train_min_sizes=args.train_min_sizes
     )
-    processor = GLIPProcessor(image_processor, tokenizer, max_length=args.max_length)
+    processor = GLIPProcessor(image_processor, tokenizer, max_text_length=args.max_length)
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
 

@@ -3,7 +3,7 @@
 
 The captions' noun phrases are grounded by the teacher and written as GLIP pseudo-label jsonl shards (plus the
 images of parquet / tar data, a sidecar json per shard with the teacher and the thresholds, and
-`pseudo_label_run.json`); see `transformers_glip/pseudo_labeling_glip.py`. The data can be parquet shards,
+`pseudo_label_run.json`); see `transformers_glip/data/pseudo_labeling.py`. The data can be parquet shards,
 webdataset tars (img2dataset layout), json lines or a Hub dataset id, streamed with 🤗 datasets:
 
     python examples/pseudo_label.py --teacher out/teacher --data captions/ --output_dir out/pseudo
@@ -28,14 +28,14 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from transformers_glip import GLIPForGrounding, GLIPProcessor
-from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.pseudo_labeling_glip import (
+from transformers_glip.data.pseudo_labeling import (
     NOUN_PHRASE_EXTRACTORS,
     PseudoLabelFilters,
     pseudo_label_shard_files,
     pseudo_label_stream,
 )
-from transformers_glip.streaming_sources_glip import image_caption_source
+from transformers_glip.data.streaming import image_caption_source
+from transformers_glip.image_processing_glip import GLIPImageProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from transformers_glip.box_geometry_glip import (
     resize_boxes,
     xywh_to_xyxy,
 )
+from transformers_glip.data import GLIPTrainingStream, GLIPTrainingTransform, coco_detection_source
 from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.training_data_glip import GLIPTrainingStream, GLIPTrainingTransform, coco_detection_source
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_a"
 LEVELS = ["P3", "P4", "P5", "P6", "P7"]

@@ -31,7 +31,7 @@ from transformers_glip.evaluation_suite_glip import (
     write_evaluation_report,
 )
 from transformers_glip.inference_glip import encode_detection_prompts
-from transformers_glip.processing_glip import build_detection_prompt
+from transformers_glip.prompts_glip import build_detection_prompt
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPOSITORY, "examples", "evaluate.py")

@@ -49,6 +49,6 @@ __all__ = [
 AutoConfig.register("glip", GLIPConfig, exist_ok=True)
 AutoModel.register(GLIPConfig, GLIPModel, exist_ok=True)
 AutoModelForZeroShotObjectDetection.register(GLIPConfig, GLIPForGrounding, exist_ok=True)
-AutoImageProcessor.register(GLIPConfig, image_processor_classes={"torchvision": GLIPImageProcessor}, exist_ok=True)
+AutoImageProcessor.register(GLIPConfig, image_processor_classes={"pil": GLIPImageProcessor}, exist_ok=True)
 AutoProcessor.register(GLIPConfig, GLIPProcessor, exist_ok=True)
 register_glip_pipeline()

@@ -9,7 +9,7 @@ glip train --model_preset tiny --output_dir out/demo
 
 - `glip detect`: labels go through [`detect`] (all labels of an image in one prompt, the official detection
   prompt); a caption goes through [`GLIPProcessor`] (its noun phrases are the entities, see
-  `processing_glip.find_noun_phrases`) and `GLIPProcessor.post_process_grounded_object_detection` with the model's
+  `prompts_glip.find_noun_phrases`) and `GLIPProcessor.post_process_grounded_object_detection` with the model's
   config. Prints a table per image, or JSON (`--json`; boxes as the zero-shot-object-detection pipeline gives
   them); `--output DIR` writes each picture with its boxes ([`draw_detections`]).
 - `glip convert ARGS`: the checkpoint converter (`transformers_glip.convert_glip_original_checkpoint.main`).

@@ -35,7 +35,7 @@ import yaml
 
 from .inference_glip import detect
 from .metrics_glip import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
-from .processing_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name
+from .prompts_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name
 
 __all__ = [
     "EVALUATION_TASKS",

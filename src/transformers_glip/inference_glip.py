@@ -43,7 +43,8 @@ from .postprocessing_glip import (
     find_non_finite_parameters,
     merge_chunk_detections,
 )
-from .processing_glip import GLIPProcessor, _validate_label_list
+from .processing_glip import GLIPProcessor
+from .prompts_glip import validate_labels
 
 __all__ = ["detect", "encode_detection_prompts", "validate_detection_arguments"]
 
@@ -81,9 +82,9 @@ def _normalize_requests(images: Any, labels: Any) -> tuple[list[Any], list[list[
                 f"`labels` holds {len(labels)} label lists for {len(image_list)} images; pass one list per image "
                 "(or a single list of strings shared by all images)."
             )
-        label_lists = [_validate_label_list(item, f"labels[{index}]") for index, item in enumerate(labels)]
+        label_lists = [validate_labels(item, f"labels[{index}]") for index, item in enumerate(labels)]
     else:
-        label_lists = [_validate_label_list(labels, "labels")] * len(image_list)
+        label_lists = [validate_labels(labels, "labels")] * len(image_list)
     return image_list, label_lists
 
 

@@ -29,7 +29,8 @@ from transformers.utils import logging
 from .inference_glip import detect, validate_detection_arguments
 from .modeling_glip import GLIPForGrounding
 from .postprocessing_glip import DEFAULT_SCORE_THRESHOLD
-from .processing_glip import GLIPProcessor, _validate_label_list
+from .processing_glip import GLIPProcessor
+from .prompts_glip import validate_labels
 
 logger = logging.get_logger(__name__)
 
@@ -96,7 +97,7 @@ def _normalize_candidate_labels(labels: Any, name: str) -> list[str]:
         raise ValueError(f"`{name}` is missing; pass the label names to detect, e.g. candidate_labels=['cat', 'dog'].")
     if isinstance(labels, str):
         labels = _split_label_string(labels)
-    return _validate_label_list(labels, name)
+    return validate_labels(labels, name)
 
 
 class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
@@ -137,7 +138,7 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
         processor = getattr(self, "_cached_glip_processor", None)
         if processor is None:
             processor = GLIPProcessor(
-                self.image_processor, self.tokenizer, max_length=self.model.config.max_text_length
+                self.image_processor, self.tokenizer, max_text_length=self.model.config.max_text_length
             )
             self._cached_glip_processor = processor
         return processor

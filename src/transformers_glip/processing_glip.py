@@ -150,9 +150,6 @@ class GLIPProcessor(ProcessorMixin):
         chunk_size: int = 40,
         **kwargs,
     ):
-        if "max_length" in kwargs:
-            # Transitional: callers written before `max_text_length` (see the report of this change).
-            max_text_length = kwargs.pop("max_length")
         if isinstance(max_text_length, bool) or not isinstance(max_text_length, int) or max_text_length < 3:
             raise ValueError(f"`max_text_length` must be an int >= 3, got {max_text_length!r}.")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:

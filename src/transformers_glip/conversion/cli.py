@@ -167,7 +167,7 @@ def _build_processor(
         ) from error
     if tokenizer is None:
         return image_processor
-    return GLIPProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_text_length)
+    return GLIPProcessor(image_processor=image_processor, tokenizer=tokenizer, max_text_length=max_text_length)
 
 
 def convert_checkpoint(

@@ -8,6 +8,8 @@
 | `stream` | mixing, shuffling, splitting across processes, exact resume, skip counts ([`SkippedRecordCounter`]) |
 | `collator` | padding and batching for `GLIPForGrounding` |
 | `synthetic_shapes` | the generated grounding world (coloured shapes, captions, held-out combinations) |
+| `streaming` | 🤗 `datasets` streaming: caption parquet / webdataset shards / Hub ids, 🤗 object-detection data |
+| `pseudo_labeling` | self-training: a teacher grounds caption phrases into pseudo-label shards (import explicitly) |
 
 Data flow: reader -> `GroundingSource` (🤗 `datasets.IterableDataset` of records) -> `GLIPTrainingStream` (mix,
 shuffle, split, `GLIPTrainingTransform`) -> `torch.utils.data.DataLoader(collate_fn=GLIPTrainingCollator())`.
@@ -24,6 +26,7 @@ from .sources import (
     synthetic_shapes_source,
 )
 from .stream import GLIPTrainingStream, SkippedRecordCounter
+from .streaming import detection_dataset_source, image_caption_source, load_streaming_dataset
 from .synthetic_shapes import SyntheticShapesConfig, generate_synthetic_shapes
 from .transform import GLIPTrainingTransform, detection_to_grounding
 
@@ -37,9 +40,12 @@ __all__ = [
     "SkippedRecordCounter",
     "SyntheticShapesConfig",
     "coco_detection_source",
+    "detection_dataset_source",
     "detection_to_grounding",
     "generate_synthetic_shapes",
     "grounding_record_features",
+    "image_caption_source",
+    "load_streaming_dataset",
     "mdetr_grounding_source",
     "odvg_source",
     "pseudo_label_source",

@@ -12,7 +12,7 @@
    horizontal flip with the "+1" box convention (captions unchanged, spec §2.3), BGR x 255 normalisation -- the
    pixels go through `GLIPImageProcessor.preprocess`, so training and inference share one resize/normalise path;
    the boxes follow with `transformers_glip.box_geometry_glip`;
-4. tokenisation to `max_length` and binary positive maps (`processing_glip.create_positive_map`).
+4. tokenisation to `max_length` and binary positive maps (`prompts_glip.create_positive_map`).
 
 Per-sample randomness (scale, flip, negatives) comes from the `random.Random` the stream passes in, so a resumed run
 draws exactly what an uninterrupted one does.
@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..box_geometry_glip import LEGACY_PIXEL_OFFSET, flip_boxes, nonempty_box_mask, resize_boxes
 from ..image_processing_glip import GLIPImageProcessor
-from ..processing_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name, create_positive_map
+from ..prompts_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name, create_positive_map
 from .records import RECORD_SKIP_REASONS, GroundingSource, is_url
 
 if TYPE_CHECKING:

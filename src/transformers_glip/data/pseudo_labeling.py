@@ -6,7 +6,7 @@ module makes them. [`pseudo_label_stream`] takes any [`GroundingSource`] (usuall
 parquet / webdataset shards or a Hub id) and, per image:
 
 1. extracts the noun phrases of the caption ([`extract_noun_phrases`]: the project's offline chunker
-   `processing_glip.find_noun_phrases`, or the official NLTK chunker `<DT>?<JJ.*>*<NN.*>+` with
+   `prompts_glip.find_noun_phrases`, or the official NLTK chunker `<DT>?<JJ.*>*<NN.*>+` with
    `noun_phrase_extractor="nltk"`); identical phrases (case-insensitive) form one entity holding all their spans;
 2. grounds them with the teacher through [`detect`] (its batching by padded size, chunking of long prompts and
    official post-processing). `detect` takes label lists, not phrase spans of a caption, so the teacher's prompt
@@ -17,7 +17,7 @@ parquet / webdataset shards or a Hub id) and, per image:
    (`score > score_threshold`), optional class-agnostic NMS (official `CAPTION_NMS`, off by default), a minimum
    box side, at most `max_boxes` boxes, and images with fewer than `min_boxes` boxes (official `CAPTION_MIN_BOX`)
    are not written;
-4. writes GLIP pseudo-label jsonl rows (format v1, one box per entry) that `training_data_glip.pseudo_label_source`
+4. writes GLIP pseudo-label jsonl rows (format v1, one box per entry) that `data.sources.pseudo_label_source`
    reads: `{"sample_id", "file_name", "caption", "img_w", "img_h", "bboxes": [[x1, y1, x2, y2], ...] (inclusive
    xyxy, original pixels), "scores": [...], "tokens_positive": [[[begin, end], ...] per box], "phrases": [...]}`.
    Images that came as bytes (parquet, tar) are written once under `images/`; `file_name` is relative to the
@@ -51,10 +51,11 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from .box_geometry_glip import LEGACY_PIXEL_OFFSET, class_aware_nms
-from .inference_glip import detect
-from .processing_glip import clean_label_name, find_noun_phrases
-from .training_data_glip import GroundingSource, pseudo_label_source
+from ..box_geometry_glip import LEGACY_PIXEL_OFFSET, class_aware_nms
+from ..inference_glip import detect
+from ..prompts_glip import clean_label_name, find_noun_phrases
+from .records import GroundingSource
+from .sources import pseudo_label_source
 
 __all__ = [
     "NOUN_PHRASE_EXTRACTORS",

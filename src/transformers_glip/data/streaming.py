@@ -2,7 +2,7 @@
 
 Web-scale data is stored as sharded files or on the Hub, not as one json. Every function here opens its data with
 `datasets.load_dataset(..., streaming=True)` and returns a [`GroundingSource`] whose records have the common schema
-of `training_data_glip.grounding_record_features`, so these sources mix with the json/jsonl readers in
+of `records.grounding_record_features`, so these sources mix with the json/jsonl readers in
 [`GLIPTrainingStream`] (ratios, shuffling, per-process splitting, exact resume).
 
 Where the data comes from (`data` argument, [`load_streaming_dataset`]):
@@ -22,7 +22,7 @@ Formats:
   `{"bytes", "path"}`, raw bytes, or a path string) and a `caption` column, or webdataset tars in the img2dataset
   layout (`000000001.jpg` + `000000001.txt` and/or `000000001.json` with a `"caption"` key). Records are
   `task="grounding"` with the caption and NO boxes: the training transform skips them (counted as `no_boxes`);
-  they are the input of the pseudo-labeller (`pseudo_labeling_glip.pseudo_label_stream`), whose output shards are
+  they are the input of the pseudo-labeller (`data.pseudo_labeling.pseudo_label_stream`), whose output shards are
   read back with `pseudo_label_source`.
 * [`detection_dataset_source`]: the 🤗 object-detection schema of the HF detection tutorials (`image`, optional
   `image_id`/`width`/`height`, `objects: {"bbox": [[x, y, w, h], ...], "category": [...]}` where `category` is a
@@ -46,8 +46,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .box_geometry_glip import xywh_to_xyxy
-from .training_data_glip import GroundingSource, grounding_record_features
+from ..box_geometry_glip import xywh_to_xyxy
+from .records import GroundingSource, grounding_record_features
 
 __all__ = [
     "DATA_FILE_BUILDERS",

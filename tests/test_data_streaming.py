@@ -12,18 +12,18 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageDraw
 from transformers import BertTokenizer
 
-from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.streaming_sources_glip import (
-    detection_dataset_source,
-    image_caption_source,
-    load_streaming_dataset,
-)
-from transformers_glip.training_data_glip import (
+from transformers_glip.data import (
     GLIPTrainingStream,
     GLIPTrainingTransform,
     grounding_record_features,
     odvg_source,
 )
+from transformers_glip.data.streaming import (
+    detection_dataset_source,
+    image_caption_source,
+    load_streaming_dataset,
+)
+from transformers_glip.image_processing_glip import GLIPImageProcessor
 
 TOKENIZER_PATH = "tests/fixtures/tiny_a/bert"
 CATEGORIES = ["cat", "dog", "traffic light"]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from datasets import Dataset, Features, Value
 from datasets import Image as ImageFeature
-from test_streaming_sources_glip import image_bytes, write_caption_parquet, write_webdataset
+from test_data_streaming import image_bytes, write_caption_parquet, write_webdataset
 
-import transformers_glip.pseudo_labeling_glip as pseudo_labeling
+import transformers_glip.data.pseudo_labeling as pseudo_labeling
 from transformers_glip import GLIPForGrounding, GLIPProcessor
-from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.pseudo_labeling_glip import (
+from transformers_glip.data import GLIPTrainingStream, GLIPTrainingTransform, pseudo_label_source
+from transformers_glip.data.pseudo_labeling import (
     PseudoLabelFilters,
     extract_noun_phrases,
     filter_pseudo_labels,
@@ -24,8 +24,8 @@ from transformers_glip.pseudo_labeling_glip import (
     pseudo_label_stream,
     read_pseudo_label_run,
 )
-from transformers_glip.streaming_sources_glip import image_caption_source
-from transformers_glip.training_data_glip import GLIPTrainingStream, GLIPTrainingTransform, pseudo_label_source
+from transformers_glip.data.streaming import image_caption_source
+from transformers_glip.image_processing_glip import GLIPImageProcessor
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -23,7 +23,7 @@ from transformers_glip.data.stream import GLIPTrainingStream, SkippedRecordCount
 from transformers_glip.data.synthetic_shapes import SyntheticShapesConfig, generate_synthetic_shapes
 from transformers_glip.data.transform import GLIPTrainingTransform, detection_to_grounding
 from transformers_glip.image_processing_glip import GLIPImageProcessor
-from transformers_glip.processing_glip import clean_label_name
+from transformers_glip.prompts_glip import clean_label_name
 
 TOKENIZER_PATH = "tests/fixtures/tiny_a/bert"
 
