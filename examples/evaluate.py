@@ -13,7 +13,7 @@ grounded post-processing for captions); each process predicts its share of the i
 at a time), the predictions are gathered with `accelerate.utils.gather_object` and the main process computes the
 metrics with pycocotools and writes `summary.json`, `summary.md` and `per_category_ap.png` into `--output_dir`.
 The suite yaml lists COCO datasets with optional per-category prompts (see
-`transformers_glip.evaluation_suite_glip.read_suite_config`); the report then holds the per-dataset AP and the average.
+`transformers_glip.evaluation.suite.read_suite_config`); the report then holds the per-dataset AP and the average.
 """
 
 import argparse
@@ -24,7 +24,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from transformers_glip import GLIPForGrounding, GLIPImageProcessor, GLIPProcessor
-from transformers_glip.evaluation_suite_glip import (
+from transformers_glip.evaluation.suite import (
     compute_dataset_metrics,
     load_evaluation_dataset,
     merge_process_predictions,

@@ -38,7 +38,7 @@ Optimizer (official `make_optimizer`, spec §9.4): AdamW; `model.text_model.*` (
 weight decay; `--bias_lr_factor` multiplies the LR of biases (official 2, default 1 here). Schedule: linear warmup from
 `--warmup_factor` over `--warmup_steps`, then x`--lr_gamma` at the `--lr_milestones` fractions of the steps (the
 official `WarmupMultiStepLR` in closed form, as a torch `LambdaLR`: see `build_lr_scheduler`). COCO evaluation
-(`transformers_glip.evaluation_glip`) and the figures (`transformers_glip.visualization_glip`) are library code shared
+(`transformers_glip.evaluation.coco`) and the figures (`transformers_glip.visualization_glip`) are library code shared
 with other scripts.
 """
 
@@ -75,7 +75,7 @@ from transformers_glip.data import (
     pseudo_label_source,
     synthetic_shapes_source,
 )
-from transformers_glip.evaluation_glip import evaluate_coco
+from transformers_glip.evaluation.coco import evaluate_coco
 from transformers_glip.image_processing_glip import GLIPImageProcessor
 from transformers_glip.processing_glip import GLIPProcessor
 from transformers_glip.visualization_glip import (

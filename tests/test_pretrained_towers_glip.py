@@ -56,7 +56,7 @@ def our_stage_outputs(backbone: GLIPSwinBackbone, pixel_values: torch.Tensor) ->
     hidden_states = backbone.embeddings(pixel_values)
     outputs = []
     for stage in backbone.stages:
-        stage_output, hidden_states = stage(hidden_states)
+        stage_output, hidden_states, _ = stage(hidden_states)  # (output, merged input of the next stage, attentions)
         # (batch, channels, height, width)
         outputs.append(stage_output.permute(0, 3, 1, 2))
     return outputs
@@ -78,7 +78,7 @@ def test_swin_stage_outputs_equal_timm_at_448():
             torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0, msg=f"stage {stage_index}")
         # End to end: with timm's final norm as our C5 output norm, C5 is timm's forward_features (NHWC there).
         backbone.output_norms[2].load_state_dict(timm_model.norm.state_dict())
-        c5 = backbone(pixel_values)[2]
+        c5 = backbone(pixel_values).feature_maps[2]
         torch.testing.assert_close(
             c5, timm_model.forward_features(pixel_values).permute(0, 3, 1, 2), atol=ATOL, rtol=0
         )

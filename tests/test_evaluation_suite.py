@@ -17,7 +17,7 @@ from accelerate.state import AcceleratorState, PartialState
 from PIL import Image, ImageDraw
 
 from transformers_glip import GLIPForGrounding, GLIPImageProcessor, GLIPProcessor
-from transformers_glip.evaluation_suite_glip import (
+from transformers_glip.evaluation.suite import (
     build_category_prompt,
     compute_dataset_metrics,
     ground_truth_predictor,

@@ -1,4 +1,4 @@
-"""The GLIP metrics of `metrics_glip.py` as 🤗 `evaluate` metrics (`evaluate.Metric` subclasses).
+"""The GLIP metrics of `evaluation.metrics` as 🤗 `evaluate` metrics (`evaluate.Metric` subclasses).
 
 `evaluate` stores every added example in an Arrow file whose schema is the metric's `datasets.Features`, gathers the
 files of all processes (`num_process` / `process_id`, synchronised with file locks on a shared `cache_dir`) and
@@ -18,7 +18,7 @@ Example:
 
 ```python
 import evaluate
-from transformers_glip.evaluation_metrics_glip import metric_script_path
+from transformers_glip.evaluation.evaluate_metrics import metric_script_path
 
 metric = evaluate.load(metric_script_path("coco"), annotation_file="instances_val2017.json")
 for images, image_ids in loader:
@@ -37,7 +37,7 @@ from typing import Any
 import datasets
 import evaluate
 
-from .metrics_glip import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
+from .metrics import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
 
 __all__ = [
     "METRIC_SCRIPTS",

@@ -1,4 +1,4 @@
-"""`evaluate.load` scripts of the GLIP metrics (see `transformers_glip.evaluation_metrics_glip.metric_script_path`).
+"""`evaluate.load` scripts of the GLIP metrics (see `evaluation.evaluate_metrics.metric_script_path`).
 
 Each script imports exactly one `evaluate.Metric` subclass: `evaluate.load` takes the first one it finds."""
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transformers_glip.evaluation_glip import coco_box_metrics, evaluate_coco, read_coco_ground_truth
+from transformers_glip.evaluation.coco import coco_box_metrics, evaluate_coco, read_coco_ground_truth
 
 
 def ground_truth():

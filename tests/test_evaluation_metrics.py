@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from transformers_glip.box_geometry_glip import xywh_to_xyxy
-from transformers_glip.metrics_glip import (
+from transformers_glip.evaluation.metrics import (
     GLIPCocoMetric,
     GLIPFlickrGroundingMetric,
     GLIPLvisMetric,

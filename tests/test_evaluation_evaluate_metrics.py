@@ -10,7 +10,7 @@ import evaluate
 import evaluate.config
 import pytest
 import torch
-from test_metrics_glip import (
+from test_evaluation_metrics import (
     CAT,
     COCO_GROUND_TRUTH,
     DOG1,
@@ -22,13 +22,13 @@ from test_metrics_glip import (
     perfect_coco_predictions,
 )
 
-from transformers_glip.evaluation_metrics_glip import (
+from transformers_glip.evaluation.evaluate_metrics import (
     GLIPCocoEvaluationMetric,
     GLIPFlickrGroundingEvaluationMetric,
     GLIPLvisEvaluationMetric,
     metric_script_path,
 )
-from transformers_glip.metrics_glip import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
+from transformers_glip.evaluation.metrics import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
 
 
 def shifted_coco_predictions():

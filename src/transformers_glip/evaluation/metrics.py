@@ -23,7 +23,7 @@ references=...)` and `compute()` (keyword-only, as `evaluate.Metric`):
 
 These classes keep their state in memory. The same metrics as `evaluate.Metric` subclasses (Arrow-stored per-image
 rows, `evaluate.load` scripts, evaluate's own multi-process gathering through file locks) are in
-`evaluation_metrics_glip.py`, which hands the gathered rows to these classes. Distributed evaluation without
+`evaluation.evaluate_metrics`, which hands the gathered rows to these classes. Distributed evaluation without
 `evaluate` gathers the per-image predictions (e.g. `accelerate.utils.gather_object`, as `examples/evaluate.py`) and
 adds them on one process; the library never imports accelerate.
 
@@ -52,7 +52,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
 
-from .box_geometry_glip import LEGACY_PIXEL_OFFSET
+from ..box_geometry_glip import LEGACY_PIXEL_OFFSET
 
 __all__ = [
     "COCO_SUMMARY_NAMES",

@@ -15,7 +15,7 @@ The reusable parts of `examples/evaluate.py` (which adds 🤗 Accelerate; this m
 * [`split_for_process`] / [`merge_process_predictions`]: process `i` of `n` predicts a contiguous share of the
   samples; the per-process lists, concatenated in process order (what `accelerate.utils.gather_object` returns),
   are checked (each sample exactly once) and ordered as the 1-process run.
-* [`compute_dataset_metrics`]: the pycocotools-based metrics of `metrics_glip.py`.
+* [`compute_dataset_metrics`]: the pycocotools-based metrics of `evaluation.metrics`.
 * [`read_suite_config`], [`suite_summary`], [`write_evaluation_report`]: an ODinW-style suite yaml, the table of
   per-dataset AP with the average, and the outputs `summary.json`, `summary.md` and a bar chart (matplotlib Agg).
 """
@@ -33,9 +33,9 @@ import PIL.Image
 import torch
 import yaml
 
-from .inference_glip import detect
-from .metrics_glip import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
-from .prompts_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name
+from ..inference_glip import detect
+from ..prompts_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name
+from .metrics import GLIPCocoMetric, GLIPFlickrGroundingMetric, GLIPLvisMetric
 
 __all__ = [
     "EVALUATION_TASKS",
