@@ -56,7 +56,7 @@ EXAMPLE_SCRIPTS = {
 EXAMPLE_DESCRIPTIONS = {
     "train": "pre-train or continue training (examples/pretrain.py; its arguments, see `glip train --help`)",
     "finetune": "fine-tune on a COCO-format dataset (examples/finetune.py)",
-    "evaluate": "COCO-style box AP of a model (examples/evaluate.py)",
+    "evaluate": "COCO / LVIS box AP, Flickr30K Recall@k or an ODinW-style suite (examples/evaluate.py)",
     "pseudo-label": "ground the noun phrases of image-caption pairs with a teacher (examples/pseudo_label.py)",
 }
 # Commands listed in `--help` whose implementation is other, unfinished work.
