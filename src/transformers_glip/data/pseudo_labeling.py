@@ -40,7 +40,6 @@ of processes) skips the complete units without decoding their images, so no reco
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -54,7 +53,7 @@ from PIL import Image
 from ..box_geometry_glip import LEGACY_PIXEL_OFFSET, class_aware_nms
 from ..inference_glip import detect
 from ..prompts_glip import clean_label_name, find_noun_phrases
-from .records import GroundingSource
+from .records import IMAGE_ERRORS, GroundingSource, load_record_image
 from .sources import pseudo_label_source
 
 __all__ = [
@@ -341,19 +340,6 @@ def _image_extension(image: Image.Image) -> str:
     return {"jpeg": "jpg", "": "img"}.get(extension, extension)
 
 
-def _decode(record: dict) -> tuple[Image.Image, bytes | None]:
-    reference = record.get("image") or {}
-    data, path = reference.get("bytes"), reference.get("path")
-    if data:
-        image = Image.open(io.BytesIO(data))
-    elif path:
-        image = Image.open(path)
-    else:
-        raise OSError("no image bytes or path")
-    image.load()
-    return image, data
-
-
 class _Unit:
     """One chunk of one input shard being labelled: its rows, skipped ids and counts."""
 
@@ -605,8 +591,8 @@ def _add_record(unit: _Unit, record: dict, extractor: str) -> None:
         unit.skip("no_noun_phrase", sample_id)
         return
     try:
-        image, data = _decode(record)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        image, data = load_record_image(record)
+    except IMAGE_ERRORS:
         unit.skip("unreadable_image", sample_id)
         return
     if min(image.size) < MIN_IMAGE_SIDE:

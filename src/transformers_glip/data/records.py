@@ -15,10 +15,17 @@
 
 from __future__ import annotations
 
+import http.client
+import io
 import os
+import urllib.request
 from dataclasses import dataclass
 
+from PIL import Image
+
 __all__ = [
+    "IMAGE_ERRORS",
+    "load_record_image",
     "BOX_DROP_REASONS",
     "GroundingSource",
     "RECORD_SKIP_REASONS",
@@ -119,3 +126,31 @@ def record_error(record: dict, reason: str, detail: str) -> dict:
     """Mark `record` as unusable: its `error` becomes `"<reason>: <detail>"` (the transform skips and counts it)."""
     record["error"] = f"{reason}: {detail}"
     return record
+
+
+# What opening a record's image can raise: http errors (404, ...), refused connections, timeouts and missing files
+# (`OSError`), a cut-off response (`HTTPException`), a malformed URL or bytes that are no image.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, http.client.HTTPException, Image.DecompressionBombError)
+
+
+def load_record_image(record: dict, timeout: float | None = None) -> tuple[Image.Image, bytes | None]:
+    """Open the image of a record: its `bytes`, else its `path`, a file or an http(s) URL fetched within `timeout`
+    seconds. Returns the loaded (not yet converted) image and the raw bytes (None when read from a file).
+
+    Raises:
+        One of `IMAGE_ERRORS` (e.g. `urllib.error.HTTPError` "HTTP Error 404", a timeout, a missing file, bytes that
+        are no image); the callers count the record as `unreadable_image`.
+    """
+    reference = record.get("image") or {}
+    data, path = reference.get("bytes"), reference.get("path") or ""
+    if not data and is_url(path):
+        with urllib.request.urlopen(path, timeout=timeout) as response:
+            data = response.read()
+    if data:
+        image = Image.open(io.BytesIO(data))
+    elif path:
+        image = Image.open(path)
+    else:
+        raise OSError("the record has no image bytes or path")
+    image.load()
+    return image, data

@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from ..box_geometry_glip import xywh_to_xyxy
-from .records import GroundingSource, grounding_record_features
+from .records import GroundingSource, empty_record, grounding_record_features
 
 __all__ = [
     "DATA_FILE_BUILDERS",
@@ -139,26 +139,6 @@ def load_streaming_dataset(
     return load_dataset(builder, data_files={split: files}, split=split, streaming=True, **load_dataset_kwargs)
 
 
-# ----------------------------------------------------------------------------------------------- records
-
-
-def _new_record(sample_id: str, source: str, task: str) -> dict:
-    return {
-        "sample_id": sample_id,
-        "source": source,
-        "task": task,
-        "image": {"bytes": None, "path": ""},  # datasets cannot encode an image with neither bytes nor path
-        "width": -1,
-        "height": -1,
-        "boxes": [],
-        "labels": [],
-        "caption": "",
-        "tokens_positive": [],
-        "scores": [],
-        "error": "",
-    }
-
-
 def _image_reference(value: Any, image_dir: str | None) -> dict:
     """Any stored form of an image (🤗 `Image` dict, bytes, path, PIL image) -> undecoded `{"bytes", "path"}`."""
     if isinstance(value, Image.Image):
@@ -209,7 +189,7 @@ def _caption_of(example: dict, caption_column: str) -> str:
 def _caption_record(
     example, row, shard_index, name, image_column, caption_column, id_column, image_dir, size_columns
 ) -> dict:
-    record = _new_record(_sample_id(example, name, id_column, shard_index, row), name, "grounding")
+    record = empty_record(_sample_id(example, name, id_column, shard_index, row), name, "grounding")
     try:
         record["image"] = _image_reference(example.get(image_column), image_dir)
         record["caption"] = _caption_of(example, caption_column)
@@ -245,7 +225,7 @@ def _object_lists(objects: Any) -> tuple[list, list]:
 def _detection_record(
     example, row, shard_index, name, image_column, objects_column, id_column, image_dir, vocabulary, bbox_format
 ) -> dict:
-    record = _new_record(_sample_id(example, name, id_column, shard_index, row), name, "detection")
+    record = empty_record(_sample_id(example, name, id_column, shard_index, row), name, "detection")
     try:
         record["image"] = _image_reference(example.get(image_column), image_dir)
         record["width"], record["height"] = _image_size(example)

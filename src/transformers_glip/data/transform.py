@@ -20,11 +20,7 @@ draws exactly what an uninterrupted one does.
 
 from __future__ import annotations
 
-import http.client
-import io
 import random
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,7 +31,7 @@ from PIL import Image
 from ..box_geometry_glip import LEGACY_PIXEL_OFFSET, flip_boxes, nonempty_box_mask, resize_boxes
 from ..image_processing_glip import GLIPImageProcessor
 from ..prompts_glip import DETECTION_PROMPT_SEPARATOR, clean_label_name, create_positive_map
-from .records import RECORD_SKIP_REASONS, GroundingSource, is_url
+from .records import IMAGE_ERRORS, RECORD_SKIP_REASONS, GroundingSource, load_record_image
 
 if TYPE_CHECKING:
     from .stream import SkippedRecordCounter
@@ -133,11 +129,6 @@ class _RecordError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
-
-
-# What reading an image URL can raise: http errors (404, ...), refused connections and timeouts are `OSError`s,
-# a cut-off or malformed response an `HTTPException`, a malformed URL a `ValueError`.
-_URL_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
 @dataclass
@@ -317,26 +308,12 @@ class GLIPTrainingTransform:
         }
 
     def _decode(self, record: dict) -> Image.Image:
-        reference = record["image"] or {}
-        path = reference.get("path") or ""
-        data = reference.get("bytes")
-        if not data and is_url(path):
-            try:
-                with urllib.request.urlopen(path, timeout=self.image_timeout) as response:
-                    data = response.read()
-            except _URL_ERRORS as error:  # e.g. "HTTP Error 404: Not Found", "timed out"
-                raise _RecordError("unreadable_image", f"{path}: {error}") from error
         try:
-            if data:
-                image = Image.open(io.BytesIO(data))
-            elif path:
-                image = Image.open(path)
-            else:
-                raise OSError("no image bytes or path")
-            image.load()
-            return image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise _RecordError("unreadable_image", f"{path or 'image bytes'}: {error}") from error
+            image, _ = load_record_image(record, timeout=self.image_timeout)
+        except IMAGE_ERRORS as error:  # e.g. "HTTP Error 404: Not Found", "timed out", a missing file
+            path = (record.get("image") or {}).get("path") or "image bytes"
+            raise _RecordError("unreadable_image", f"{path}: {error}") from error
+        return image.convert("RGB")
 
     def _validate_boxes(self, raw_boxes, width: int, height: int) -> torch.Tensor:
         if len(raw_boxes) == 0:
