@@ -59,7 +59,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BertConfig
 
 from transformers_glip import GLIPConfig, GLIPForGrounding  # (the import registers GLIP)
 from transformers_glip.data import (
@@ -69,14 +69,17 @@ from transformers_glip.data import (
     SkippedRecordCounter,
     SyntheticShapesConfig,
     coco_detection_source,
+    detection_dataset_source,
     generate_synthetic_shapes,
     mdetr_grounding_source,
     odvg_source,
     pseudo_label_source,
     synthetic_shapes_source,
 )
+from transformers_glip.data.pseudo_labeling import pseudo_label_output_source
 from transformers_glip.evaluation.coco import evaluate_coco
 from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.pretrained_towers_glip import load_pretrained_swin, load_pretrained_text_model
 from transformers_glip.processing_glip import GLIPProcessor
 from transformers_glip.visualization_glip import (
     best_label_per_object,
@@ -127,6 +130,7 @@ DATASET_KINDS = (
     "odvg_detection",
     "odvg_grounding",
     "pseudo_label",
+    "hf_detection",
     "synthetic_detection",
     "synthetic_grounding",
     "synthetic_color",
@@ -154,6 +158,16 @@ def parse_args(argv=None):
     parser.add_argument("--eval_image_dir", help="Image folder of --eval_annotation_file.")
     parser.add_argument("--model_name_or_path", help="A saved GLIPForGrounding folder to start from.")
     parser.add_argument("--model_preset", choices=["tiny", "glip_t", "glip_t_a", "glip_l"], help="From scratch.")
+    parser.add_argument(
+        "--swin_weights",
+        help="With --model_preset: start the Swin from ImageNet weights, a timm name (swin_tiny_patch4_window7_224, "
+        "swin_large_patch4_window12_384; downloaded by timm) or a local .safetensors / .pth file, as the paper does.",
+    )
+    parser.add_argument(
+        "--text_model",
+        help="With --model_preset: a local transformers BERT folder (e.g. bert-base-uncased) whose config, weights "
+        "and tokenizer start the language tower, as the paper does.",
+    )
     parser.add_argument("--tokenizer_name_or_path", default=DEFAULT_TOKENIZER)
     parser.add_argument("--max_length", type=int, help="Token length of the prompts (official 256).")
     parser.add_argument("--min_size", type=int, help="Evaluation short side of the image processor.")
@@ -222,6 +236,16 @@ def check_arguments(parser: argparse.ArgumentParser, args) -> None:
                 "KIND DIR" if arity == (2,) else "KIND FILE IMAGE_DIR" if arity == (3,) else "KIND FILE [IMAGE_DIR]"
             )
             parser.error(f"--dataset {' '.join(spec)}: {kind} takes {expected}.")
+    if (args.swin_weights is not None or args.text_model is not None) and args.model_name_or_path:
+        parser.error(
+            "--swin_weights / --text_model start a --model_preset from scratch; --model_name_or_path has weights."
+        )
+    if args.text_model is not None and not os.path.isfile(os.path.join(args.text_model, "config.json")):
+        parser.error(f"--text_model {args.text_model}: not a BERT folder with a config.json (nothing is downloaded).")
+    if args.text_model is not None and args.model_preset == "tiny":
+        parser.error(
+            "--text_model needs a GLIP-size --model_preset (glip_t, glip_t_a or glip_l), not the tiny demo model."
+        )
     if args.dataset_ratios is not None:
         if len(args.dataset_ratios) != len(args.dataset or []):
             parser.error("--dataset_ratios needs one value per --dataset.")
@@ -336,8 +360,12 @@ def build_sources(args):
         elif kind in ("odvg_detection", "odvg_grounding"):
             task = kind.split("_")[1]
             sources.append(odvg_source(path, image_dir, task=task, label_map_file=args.odvg_label_map, name=name))
+        elif kind == "pseudo_label" and os.path.isdir(path):  # the output folder of examples/pseudo_label.py
+            sources.append(pseudo_label_output_source(path, args.pseudo_label_score_threshold, name=name))
         elif kind == "pseudo_label":
             sources.append(pseudo_label_source(path, image_dir, args.pseudo_label_score_threshold, name=name))
+        elif kind == "hf_detection":  # 🤗 object-detection schema: local parquet / json files or a Hub id, streamed
+            sources.append(detection_dataset_source(path, name=name, image_dir=image_dir))
         elif kind in ("synthetic_detection", "synthetic_grounding"):
             sources.append(synthetic_shapes_source(path, "train", task=kind.split("_")[1], name=name))
         elif kind in ("synthetic_color", "synthetic_shape"):
@@ -592,9 +620,17 @@ def main(argv=None):
         if args.model_preset == "tiny":
             config = tiny_config(args.max_length)
         else:
-            config = getattr(GLIPConfig, args.model_preset)(max_text_length=args.max_length)
+            text_config = (
+                {} if args.text_model is None else {"text_config": BertConfig.from_pretrained(args.text_model)}
+            )
+            config = getattr(GLIPConfig, args.model_preset)(max_text_length=args.max_length, **text_config)
         model = GLIPForGrounding(config)
         tokenizer_path = args.tokenizer_name_or_path
+        if args.swin_weights is not None:
+            logger.info(f"Swin from {args.swin_weights}: {load_pretrained_swin(model, args.swin_weights)}")
+        if args.text_model is not None:
+            load_pretrained_text_model(model, args.text_model)
+            tokenizer_path = args.text_model
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     image_processor = GLIPImageProcessor(
         min_size=args.min_size, max_size=args.max_size, train_min_sizes=args.train_min_sizes

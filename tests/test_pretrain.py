@@ -334,6 +334,10 @@ def test_stray_folders_in_checkpoints_are_ignored(pretrain, world, checkpointed_
         (["--dataset", "synthetic_detection", "a", "--dataset_ratios", "0"], "not all 0"),
         (["--eval_annotation_file", "/nonexistent/coco.json"], "is not a file"),
         (["--resume", "/nonexistent/step_00000003"], "not 'latest', 'auto' or a checkpoint folder"),
+        (["--model_preset", "glip_t", "--text_model", "/nonexistent/bert"], "not a BERT folder with a config.json"),
+        (["--model_preset", "tiny", "--text_model", "tests/fixtures/tiny_a/bert"], "needs a GLIP-size --model_preset"),
+        (["--model_name_or_path", "out/x", "--swin_weights", "swin.pth"], "--model_name_or_path has weights"),
+        (["--dataset", "hf_detection"], "hf_detection takes KIND FILE"),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_argument(pretrain, arguments, message, capsys):
