@@ -22,6 +22,7 @@ INTEGER_FIELDS = (
     "max_text_length",
     "pre_nms_top_n",
     "max_detections",
+    "prompt_tuning_length",
     "atss_topk",
     "fpn_drop_block_size",
 )
@@ -186,6 +187,11 @@ class GLIPConfig(PreTrainedConfig):
             DropBlock block size (`MODEL.FPN.DROP_SIZE`).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of linear layers built from scratch.
+        prompt_tuning_length (`int`, *optional*, defaults to 0):
+            Rows of the learnable prompt offsets `prompt_offsets` `(prompt_tuning_length, text_hidden_size)`,
+            zero-initialised and added position-wise to the BERT features before the head (official
+            `FUSE_CONFIG.ADD_LINEAR_LAYER`, `rpn.tunable_linear.weight`, 1000 rows; prompt tuning,
+            `finetuning_glip.py`). 0 means no offsets. Prompts may not be longer than this when it is set.
     """
 
     model_type = "glip"
@@ -225,6 +231,7 @@ class GLIPConfig(PreTrainedConfig):
         fpn_drop_block_prob: float = 0.3,
         fpn_drop_block_size: int = 3,
         initializer_range: float = 0.02,
+        prompt_tuning_length: int = 0,
         **kwargs,
     ):
         self.backbone_config = _as_config(backbone_config, SwinConfig, _swin_tiny_backbone_config(), "backbone_config")
@@ -262,6 +269,7 @@ class GLIPConfig(PreTrainedConfig):
         self.fpn_drop_block_prob = fpn_drop_block_prob
         self.fpn_drop_block_size = fpn_drop_block_size
         self.initializer_range = initializer_range
+        self.prompt_tuning_length = prompt_tuning_length
         super().__init__(**kwargs)
         self.validate()
 
@@ -357,6 +365,10 @@ class GLIPConfig(PreTrainedConfig):
             raise ValueError(
                 f"text_config.hidden_size={self.text_config.hidden_size} must be divisible by "
                 f"text_config.num_attention_heads={self.text_config.num_attention_heads}."
+            )
+        if self.prompt_tuning_length < 0:
+            raise ValueError(
+                f"prompt_tuning_length must be >= 0 (0 = no prompt offsets), got {self.prompt_tuning_length}."
             )
         if self.num_head_blocks < 1:
             raise ValueError(f"num_head_blocks must be >= 1, got {self.num_head_blocks}.")

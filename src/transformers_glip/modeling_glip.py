@@ -519,6 +519,17 @@ class GLIPPreTrainedModel(PreTrainedModel):
     # SDPA by default); the fusion and the head text layers are always eager (official clamps, see
     # `modeling_glip_fusion.py`).
     _supports_sdpa = True
+    # Names of submodules kept in eval mode by `train()` (frozen modules of a fine-tuning mode, official
+    # `GeneralizedVLRCNN.train`); set by `finetuning_glip.apply_tuning_mode`, empty by default.
+    frozen_module_names: tuple[str, ...] = ()
+
+    def train(self, mode: bool = True):
+        """`nn.Module.train`, then the submodules named in `frozen_module_names` go back to eval mode (their
+        dropout, DropBlock and drop-path stay off while the rest trains)."""
+        super().train(mode)
+        for name in self.frozen_module_names:
+            self.get_submodule(name).eval()
+        return self
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, then the `auto_map` entries and `glip_shim.py` that let the folder load
@@ -597,6 +608,8 @@ class GLIPPreTrainedModel(PreTrainedModel):
             init.constant_(module.log_scale, config.log_scale_init)
             init.zeros_(module.bias_lang)
             init.constant_(module.bias0, -math.log((1 - config.prior_prob) / config.prior_prob))
+        elif isinstance(module, GLIPModel) and module.prompt_offsets is not None:
+            init.zeros_(module.prompt_offsets)  # official `tunable_linear.weight.data.fill_(0.0)`
 
 
 @dataclass
@@ -678,6 +691,12 @@ class GLIPModel(GLIPPreTrainedModel):
         self.feature_pyramid = GLIPFeaturePyramid(config)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.head = GLIPDynamicHead(config)
+        # Prompt tuning (official `rpn.tunable_linear.weight`, `FUSE_CONFIG.ADD_LINEAR_LAYER`): learned offsets
+        # (prompt_tuning_length, text_hidden_size), zero-initialised, added to the text features at each position.
+        if config.prompt_tuning_length > 0:
+            self.prompt_offsets = nn.Parameter(torch.zeros(config.prompt_tuning_length, config.text_hidden_size))
+        else:
+            self.register_parameter("prompt_offsets", None)  # `finetuning_glip.apply_tuning_mode` may add it
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -755,10 +774,25 @@ class GLIPModel(GLIPPreTrainedModel):
         )
         text_hidden_states = text_outputs.last_hidden_state  # (batch, seq_len, text_hidden_size)
         text_embedded = text_hidden_states * attention_mask.unsqueeze(-1).to(text_hidden_states.dtype)
+        if self.prompt_offsets is not None:
+            # Official `VLDyHeadModule.forward`: the first T rows are added to both the masked (`embedded`) and the
+            # unmasked (`hidden`) features, padding positions included; BERT's own output is left unchanged.
+            sequence_length = input_ids.shape[1]
+            if sequence_length > self.prompt_offsets.shape[0]:
+                raise ValueError(
+                    f"`input_ids` has {sequence_length} tokens but the prompt offsets cover "
+                    f"{self.prompt_offsets.shape[0]} (config.prompt_tuning_length); shorten the prompt."
+                )
+            # (T, text_hidden_size) -> (1, T, text_hidden_size), broadcast over the batch
+            offsets = self.prompt_offsets[:sequence_length].unsqueeze(0).to(text_hidden_states.dtype)
+            text_embedded = text_embedded + offsets
+            head_text_input = text_hidden_states + offsets
+        else:
+            head_text_input = text_hidden_states
 
         head_outputs = self.head(
             pyramid_features,
-            text_hidden_states,
+            head_text_input,
             text_embedded,
             attention_mask,
             output_hidden_states=output_hidden_states,

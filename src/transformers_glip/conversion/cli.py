@@ -227,6 +227,11 @@ def convert_checkpoint(
     tokenizer = load_text_tokenizer(tokenizer_name, required=text_model is not None)
     processor = _build_processor(processor_settings, tokenizer, config.max_text_length, settings_source)
     state_dict = to_original_layout(load_original_state_dict(checkpoint_path))
+    prompt_offsets = state_dict.get("rpn.tunable_linear.weight")
+    if prompt_offsets is not None:
+        # A prompt-tuned checkpoint (`tools/finetune.py` language_prompt_v2/v4): the yaml it was tuned from usually
+        # leaves ADD_LINEAR_LAYER off (the override sets it), so the rows come from the weight itself.
+        config.prompt_tuning_length = int(prompt_offsets.shape[0])
     check_config_matches_state_dict(config, state_dict)
 
     model = GLIPForGrounding(config)

@@ -217,6 +217,9 @@ ORIGINAL_KEY_RULES: tuple[KeyRule, ...] = (
     KeyRule(r"rpn\.head\.scales\.(?P<level>[0-4])\.scale", "model.head.scales.{level}.scale"),
     KeyRule(rf"rpn\.head\.dot_product_projection_text\.{_PARAMETER}", "model.head.token_projection.{parameter}"),
     KeyRule(r"rpn\.head\.(?P<name>log_scale|bias_lang|bias0)", "model.head.{name}"),
+    # Prompt-tuning offsets (`FUSE_CONFIG.ADD_LINEAR_LAYER`, `tools/finetune.py` language_prompt_v2/v4): the
+    # weight of the bias-free Linear(text_hidden_size -> rows), used as (rows, text_hidden_size) offsets.
+    KeyRule(r"rpn\.tunable_linear\.weight", "model.prompt_offsets"),
 )
 
 # Official keys that are deliberately not converted, with the reason.
@@ -230,13 +233,9 @@ DROPPED_KEY_PATTERNS: dict[str, str] = {
     r"language_backbone\.body\.model\.embeddings\.position_ids": "BERT position-id buffer (arange), recomputed",
 }
 
-# Official keys of features this package does not implement.
-UNSUPPORTED_KEY_PATTERNS: dict[str, str] = {
-    r"rpn\.tunable_linear\.weight": (
-        "prompt-tuning offsets (`FUSE_CONFIG.ADD_LINEAR_LAYER`, `tools/finetune.py` language_prompt_v2/v4); "
-        "GLIPForGrounding has no field for them"
-    ),
-}
+# Official keys of features this package does not implement (none at present; `rpn.tunable_linear.weight`, once
+# listed here, maps onto `model.prompt_offsets`).
+UNSUPPORTED_KEY_PATTERNS: dict[str, str] = {}
 
 # mmdetection GLIP key -> official key (inverse of mmdetection 3.x `tools/model_converters/glip_to_mmdet.py`).
 MMDET_KEY_RULES: tuple[KeyRule, ...] = (

@@ -29,6 +29,7 @@ __all__ = [
     "CONFIG_FIELD_YAML_KEYS",
     "IMAGE_PROCESSOR_SETTING_YAML_KEYS",
     "OFFICIAL_CONFIG_DEFAULTS",
+    "OFFICIAL_PROMPT_TUNING_LENGTH",
     "VARIANTS",
     "check_config_matches_state_dict",
     "check_known_yaml_keys",
@@ -184,7 +185,6 @@ _REQUIRED_VALUES: dict[str, object] = {
     "MODEL.DYHEAD.FUSE_CONFIG.USE_SHALLOW_CONTRASTIVE_LOSS": False,
     "MODEL.DYHEAD.FUSE_CONFIG.USE_BACKBONE_SHALLOW_CONTRASTIVE_LOSS": False,
     "MODEL.DYHEAD.FUSE_CONFIG.MLM_LOSS": False,
-    "MODEL.DYHEAD.FUSE_CONFIG.ADD_LINEAR_LAYER": False,
     "MODEL.DYHEAD.FUSE_CONFIG.CLAMP_DOT_PRODUCT": True,
     "INPUT.TO_BGR255": True,
     "INPUT.FORMAT": "",
@@ -241,6 +241,9 @@ CONFIG_FIELD_YAML_KEYS: dict[str, str] = {
     "fpn_drop_block_prob": "MODEL.FPN.DROP_PROB",
     "fpn_drop_block_size": "MODEL.FPN.DROP_SIZE",
 }
+
+# Rows of the official `rpn.tunable_linear` (`vldyhead.py`: `Linear(lang_dim, 1000, bias=False)`).
+OFFICIAL_PROMPT_TUNING_LENGTH = 1000
 
 # `GLIPImageProcessor` argument <- the official yaml key(s) it is read from.
 IMAGE_PROCESSOR_SETTING_YAML_KEYS: dict[str, str] = {
@@ -543,6 +546,8 @@ def config_from_original_yaml(path: str | Path, text_config: BertConfig | dict |
     fields["anchor_strides"] = list(fields["anchor_strides"])
     fields["anchor_sizes"] = list(fields["anchor_sizes"])
     fields["fpn_drop_block_prob"] = fields["fpn_drop_block_prob"] if fpn["DROP_BLOCK"] else 0.0
+    # `ADD_LINEAR_LAYER` builds `rpn.tunable_linear` = Linear(LANG_DIM -> 1000) (vldyhead.py, hard-coded rows).
+    fields["prompt_tuning_length"] = OFFICIAL_PROMPT_TUNING_LENGTH if fuse["ADD_LINEAR_LAYER"] else 0
     try:
         return GLIPConfig(backbone_config=backbone_config, text_config=text_config, **fields)
     except (ValueError, TypeError) as error:
@@ -657,6 +662,13 @@ def check_config_matches_state_dict(config: GLIPConfig, state_dict: Mapping[str,
     fpn_inner = original.get("backbone.fpn.fpn_inner2.weight")
     if fpn_inner is not None:
         compare("FPN / head width (MODEL.BACKBONE.OUT_CHANNELS)", config.fpn_channels, fpn_inner.shape[0])
+    prompt_offsets = original.get("rpn.tunable_linear.weight")
+    if prompt_offsets is not None:
+        compare(
+            "prompt offsets (FUSE_CONFIG.ADD_LINEAR_LAYER; rpn.tunable_linear.weight rows)",
+            config.prompt_tuning_length,
+            prompt_offsets.shape[0],
+        )
     fusion_projection = original.get("rpn.head.dyhead_tower.0.b_attn.attn.v_proj.weight")
     if fusion_projection is not None and config.early_fusion:
         compare("fusion width (hard-coded 2048 in VLFuse)", config.fusion_hidden_size, fusion_projection.shape[0])
