@@ -3,11 +3,12 @@
 The three modes of the paper, as `tools/finetune.py::tuning_highlevel_override` defines them (spec §9.5) and
 `GeneralizedVLRCNN.__init__` / `.train` apply them:
 
-| mode (official name) | trainable | kept in eval mode |
-|---|---|---|
-| `full` (`full`) | every parameter | nothing |
-| `linear_probe` (`linear_prob`) | `bbox_pred`, `centerness`, `dot_product_projection_text` (= `token_projection`), `log_scale`, `bias_lang`, `bias0` of the head (NOT the per-level `scales`) | Swin, FPN, BERT (the head stays in train mode: `RPN.FREEZE` is off) |
-| `prompt_tuning` (`language_prompt_v2`) | only the prompt offsets (`rpn.tunable_linear.weight` = `model.prompt_offsets`, zero-initialised, 1000 rows) | Swin, FPN, BERT and the head |
+* `full` (official `full`): every parameter trains; nothing is kept in eval mode.
+* `linear_probe` (`linear_prob`): only the head's `bbox_pred`, `centerness`, `dot_product_projection_text`
+  (= `token_projection`), `log_scale`, `bias_lang` and `bias0` train (NOT the per-level `scales`); Swin, FPN and
+  BERT stay in eval mode (the head stays in train mode: `RPN.FREEZE` is off).
+* `prompt_tuning` (`language_prompt_v2`): only the prompt offsets train (`rpn.tunable_linear.weight` =
+  `model.prompt_offsets`, zero-initialised, 1000 rows); Swin, FPN, BERT and the head stay in eval mode.
 
 The official `cls_logits` and `cosine_scale` of the linear-probe list do not exist in `GLIPForGrounding` (the
 80-class conv is unused and dropped by the converter; `COSINE_SCALE` is -1). Optimizer groups follow
