@@ -85,6 +85,7 @@ OFFICIAL_DEFAULTS = {
     "shuffle_buffer_size": 1000,
     "eval_steps": 0,
     "num_threads": 0,
+    "dataloader_num_workers": 0,
 }
 DEMO_DEFAULTS = {
     "model_preset": "tiny",
@@ -94,17 +95,23 @@ DEMO_DEFAULTS = {
     "train_min_sizes": [112, 128, 144],
     "learning_rate": 1e-3,
     "text_learning_rate": 1e-3,  # the demo's BERT starts from scratch, so it cannot use the fine-tuning LR 1e-5
-    "max_train_steps": 2400,
+    "max_train_steps": 2800,
     "warmup_steps": 50,
     "per_device_train_batch_size": 4,
     "shuffle_buffer_size": 500,
     "eval_steps": 600,  # held-out AP50 during training, plotted next to the loss curve
     "num_threads": 1,  # see tiny_config: one thread per process is faster for this model and robust to a busy CPU
+    "dataloader_num_workers": 1,  # decoding and augmentation on the second core
 }
 # What the embedded demo is meant to reach on the held-out split (printed as the verdict at the end of a demo run).
 DEMO_TARGETS = {"ap50": 0.6, "ap50_held_out": 0.5}
 # The embedded demo mixes views of the generated world: (kind, ratio).
-DEMO_SOURCES = [("synthetic_detection", 0.5), ("synthetic_grounding", 0.5)]
+DEMO_SOURCES = [
+    ("synthetic_detection", 0.35),
+    ("synthetic_grounding", 0.35),
+    ("synthetic_color", 0.15),
+    ("synthetic_shape", 0.15),
+]
 DATASET_KINDS = (
     "coco",
     "mdetr",
@@ -161,7 +168,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--shuffle_buffer_size", type=int, help="0 disables shuffling.")
-    parser.add_argument("--dataloader_num_workers", type=int, default=0, choices=[0, 1])
+    parser.add_argument("--dataloader_num_workers", type=int, choices=[0, 1])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--num_threads",
@@ -280,7 +287,8 @@ def build_optimizer(model, args) -> torch.optim.AdamW:
         {"params": params, "lr": learning_rate, "weight_decay": decay}
         for (learning_rate, decay), params in groups.items()
     ]
-    return torch.optim.AdamW(parameter_groups)
+    # foreach: one kernel per operation over all tensors (on CPU about 2x faster than the per-tensor loop; same math).
+    return torch.optim.AdamW(parameter_groups, foreach=True)
 
 
 def warmup_multistep_factor(step: int, args) -> float:
