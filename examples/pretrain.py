@@ -105,7 +105,9 @@ DEMO_DEFAULTS = {
 }
 # What the embedded demo is meant to reach on the held-out split (printed as the verdict at the end of a demo run).
 DEMO_TARGETS = {"ap50": 0.6, "ap50_held_out": 0.5}
-# The embedded demo mixes views of the generated world: (kind, ratio).
+# The embedded demo mixes views of the generated world: (kind, ratio). Besides colour-shape detection prompts and
+# captions, detection prompts with colour-only and shape-only labels (other label spaces of the same images, as GLIP
+# mixes detection datasets): they supervise each word on its own, which is all a never-seen combination can use.
 DEMO_SOURCES = [
     ("synthetic_detection", 0.35),
     ("synthetic_grounding", 0.35),
