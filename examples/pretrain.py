@@ -213,6 +213,14 @@ def tiny_config(max_length: int) -> GLIPConfig:
       backward is half of a CPU training step. Per step the plain head learns a little slower (0.46 instead of 0.56
       after 1600 steps) but it runs twice as many steps in the same time.
     * Anchors are 4 x stride (official 8 x) for the 16-56 pixel objects.
+
+    The demo trains it with ONE torch thread (`DEMO_DEFAULTS["num_threads"]`; results are deterministic per thread
+    count, so the count is fixed on purpose). A step is thousands of small ops (batch 4, 32-64 channels), too small
+    to split: measured in alternating 100-step blocks of one process, 1 thread ran 5.2 steps/s and 2 threads 6.2
+    (when undisturbed; 0.8 while another job ran). With one competing busy process 1 thread kept 5.4 steps/s and 2
+    threads fell to 1.7 (2.7 with `OMP_WAIT_POLICY=PASSIVE`): every OpenMP parallel region ends at a barrier that
+    waits for the thread the scheduler took away, and idle OpenMP threads spin. The second core decodes and augments
+    the next images (`dataloader_num_workers=1`).
     """
     return GLIPConfig(
         backbone_config={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], "drop_path_rate": 0.0},
