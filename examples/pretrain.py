@@ -202,7 +202,7 @@ def parse_args(argv=None):
 
 def tiny_config(max_length: int) -> GLIPConfig:
     """A GLIP small enough to train from scratch on 2 CPU cores: the GLIP-T (B) architecture with fewer/narrower
-    layers (Swin 32-wide, 1-1-2-1 blocks; BERT 64-wide, 2 layers; 32 FPN/head channels; one head block).
+    layers (Swin 32-wide, 1-1-2-1 blocks; BERT 64-wide, 1 layer; 32 FPN/head channels; one head block).
 
     Three settings differ from the official defaults because nothing here starts pre-trained and the CPU is slow
     (measured on the demo world, held-out AP50):
@@ -213,6 +213,9 @@ def tiny_config(max_length: int) -> GLIPConfig:
       backward is half of a CPU training step. Per step the plain head learns a little slower (0.46 instead of 0.56
       after 1600 steps) but it runs twice as many steps in the same time.
     * Anchors are 4 x stride (official 8 x) for the 16-56 pixel objects.
+    * One BERT layer (not 2): a text tower trained from scratch on ten colour-shape phrases learns each phrase as a
+      whole, so the words of a never-seen phrase ("red triangle") fire on nothing in particular. With one layer the
+      word embeddings carry more of the meaning: never-seen AP50 0.36 instead of 0.18 (seed 0; all 0.607 / 0.595).
 
     The demo trains it with ONE torch thread (`DEMO_DEFAULTS["num_threads"]`; results are deterministic per thread
     count, so the count is fixed on purpose). A step is thousands of small ops (batch 4, 32-64 channels), too small
@@ -226,7 +229,7 @@ def tiny_config(max_length: int) -> GLIPConfig:
         backbone_config={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], "drop_path_rate": 0.0},
         text_config={
             "hidden_size": 64,
-            "num_hidden_layers": 2,
+            "num_hidden_layers": 1,
             "num_attention_heads": 2,
             "intermediate_size": 128,
             "max_position_embeddings": max(64, max_length),
