@@ -71,10 +71,11 @@ def run_in_process(pretrain, arguments):
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_path):
+def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_path, capsys):
     """80 steps on 16 images (the demo model at 64-96 px): the mean loss of the last 10 steps is well below that of
     the first 10 (measured ratio about 0.7; 0.8 leaves room for other CPUs' rounding)."""
     output_dir = tmp_path / "run"
+    threads_before = torch.get_num_threads()
     run_in_process(
         pretrain,
         small_run_arguments(
@@ -93,6 +94,23 @@ def test_short_run_learns_and_saves_a_pipeline_ready_model(pretrain, world, tmp_
     assert summary["evaluations"][-1]["ap50"] == summary["ap50"]
     for name in ("model.safetensors", "config.json", "processor_config.json", "loss_curve.png", "detections.png"):
         assert (output_dir / name).exists(), name
+    # The demo trains with its own thread count (DEMO_DEFAULTS) and gives the caller's back afterwards.
+    assert summary["num_threads"] == pretrain.DEMO_DEFAULTS["num_threads"] and summary["steps_per_second"] > 0
+    assert torch.get_num_threads() == threads_before
+    # Not a terminal: no training progress bar (a log line every 5% of the steps instead), the verdict printed last.
+    output = capsys.readouterr()
+    assert "/80 [" not in output.out + output.err
+    assert output.out.strip().splitlines()[-1] in ("  all targets reached", "  targets NOT all reached")
+
+
+def test_demo_verdict_names_each_target(pretrain):
+    """The verdict states every figure against its target, and says "NOT" when one is missed."""
+    summary = {"steps": 2400, "steps_per_second": 5.5, "ap50": 0.65, "ap50_held_out": 0.45, "ap50_seen": 0.7}
+    verdict = pretrain.demo_verdict(summary)
+    assert "held-out AP50 0.650 (target >= 0.6: reached)" in verdict
+    assert "never-seen combinations AP50 0.450 (target >= 0.5: NOT reached)" in verdict
+    assert "seen combinations AP50 0.700" in verdict and verdict.endswith("targets NOT all reached")
+    assert pretrain.demo_verdict({**summary, "ap50_held_out": 0.5}).endswith("all targets reached")
 
 
 def test_resumed_run_equals_uninterrupted_run(pretrain, world, tmp_path):

@@ -207,6 +207,7 @@ def plot_training_curves(
     evaluations: Sequence[Mapping[str, float]],
     path: str | os.PathLike,
     window: int = 25,
+    ap50_target: float | None = None,
 ) -> None:
     """Save a figure to `path`. Left: every loss term per optimizer step (faint) and its moving average over `window`
     steps (log scale). Right (when the run evaluated): held-out AP50 and AP against the step.
@@ -252,7 +253,10 @@ def plot_training_curves(
                 xytext=(-10, 6),
                 fontsize=8,
             )
-        eval_axis.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="AP50 target 0.5")
+        if ap50_target is not None:
+            eval_axis.axhline(
+                ap50_target, color="grey", linestyle="--", linewidth=0.8, label=f"AP50 target {ap50_target}"
+            )
         eval_axis.set_xlabel("optimizer step")
         eval_axis.set_ylabel("held-out COCO AP")
         eval_axis.set_ylim(0, 1)
