@@ -135,6 +135,11 @@ class GLIPConfig(PreTrainedConfig):
             Dropout on both attention-probability tensors of the fusion (training only).
         fusion_layer_scale_init (`float`, *optional*):
             Initial layer-scale value of the fusion residuals; `None` means `1 / num_head_blocks` (official).
+        fusion_implementation (`str`, *optional*, defaults to `"factorised"`):
+            How the fusion attention is computed: `"official"` is the official operation order (2048-wide vision
+            projections); `"factorised"` folds the query projection into the text keys and the output projection
+            into the text values and applies the vision value projection after the attention (same result up to
+            float rounding, see `GLIPBiMultiHeadAttention`).
         head_group_norm_groups (`int`, *optional*, defaults to 16):
             GroupNorm groups after each deformable conv (`MODEL.GROUP_NORM.NUM_GROUPS`).
         head_use_deformable_conv (`bool`, *optional*, defaults to `True`):
@@ -209,6 +214,7 @@ class GLIPConfig(PreTrainedConfig):
         fusion_num_heads: int = 8,
         fusion_dropout: float = 0.1,
         fusion_layer_scale_init: float | None = None,
+        fusion_implementation: str = "factorised",
         head_group_norm_groups: int = 16,
         head_use_deformable_conv: bool = True,
         anchor_strides: list[int] | tuple[int, ...] = (8, 16, 32, 64, 128),
@@ -244,6 +250,7 @@ class GLIPConfig(PreTrainedConfig):
         self.fusion_num_heads = fusion_num_heads
         self.fusion_dropout = fusion_dropout
         self.fusion_layer_scale_init = fusion_layer_scale_init
+        self.fusion_implementation = fusion_implementation
         self.head_group_norm_groups = head_group_norm_groups
         self.head_use_deformable_conv = head_use_deformable_conv
         self.anchor_strides = list(anchor_strides)
@@ -396,6 +403,10 @@ class GLIPConfig(PreTrainedConfig):
             raise ValueError(
                 f"max_text_length={self.max_text_length} exceeds text_config.max_position_embeddings="
                 f"{self.text_config.max_position_embeddings}."
+            )
+        if self.fusion_implementation not in ("factorised", "official"):
+            raise ValueError(
+                f"fusion_implementation must be 'factorised' or 'official', got {self.fusion_implementation!r}."
             )
         if self.chunk_merge_mode not in ("concatenate", "cross_chunk_nms"):
             raise ValueError(

@@ -9,6 +9,11 @@ Both attentions here stay eager, hand-written, by design: the official code clam
 the softmax (and the image->text direction subtracts the row maximum, clamps again and is unmasked), which no fused
 kernel of transformers' attention interface (SDPA, flash, flex) can express. The parts of the head text layer
 without a clamp are transformers' own `BertSelfOutput`.
+
+The fusion attention has two exact implementations (`config.fusion_implementation`): `"official"`, the official
+operation order, and `"factorised"` (the default), the same algebra with the 2048-wide vision projections folded
+into the text side, so that the visual positions never pass through the 2048-wide attention space (see
+[`GLIPBiMultiHeadAttention`]).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .configuration_glip import GLIPConfig
 
 __all__ = [
     "ATTENTION_CLAMP_VALUE",
+    "FUSION_IMPLEMENTATIONS",
     "TEXT_PADDING_MASK_VALUE",
     "GLIPBiAttentionBlock",
     "GLIPBiMultiHeadAttention",
@@ -42,6 +48,9 @@ ATTENTION_CLAMP_VALUE = 50000.0
 # Real tokens keep the mask value 1, a constant shift that does not change the softmax.
 TEXT_PADDING_MASK_VALUE = -9e15
 
+# Values of `GLIPConfig.fusion_implementation`: the factorised operation order (default) and the official one.
+FUSION_IMPLEMENTATIONS = ("factorised", "official")
+
 
 def _clamp(tensor: torch.Tensor) -> torch.Tensor:
     return torch.clamp(tensor, min=-ATTENTION_CLAMP_VALUE, max=ATTENTION_CLAMP_VALUE)
@@ -59,6 +68,19 @@ class GLIPBiMultiHeadAttention(nn.Module):
 
     The attention width (`config.fusion_hidden_size`, 2048 with 8 heads in every released model) is independent of
     the visual and text widths.
+
+    `config.fusion_implementation` picks the operation order (read at every call, so
+    `model.config.fusion_implementation = "official"` switches a built model):
+
+    * `"official"`: project the visual tokens to the 2048-wide query and value spaces, attend per head, project the
+      2048-wide output back (`N x vision_dim x 2048` three times per block for `N` visual positions);
+    * `"factorised"`: per head `h`, `S_h = v (scale W_q,h^T k_h^T) + scale b_q,h k_h^T` (the query projection folded
+      into the text keys), the text->image output `sum_h P_h (t_v,h W_o,h^T) + b_o` (the output projection folded
+      into the text values) and the image->text output `(Q_h v) W_v,h^T + rowsum(Q_h) b_v,h` (the vision value
+      projection applied after the attention). The visual side costs `N x T x heads x vision_dim` three times; the
+      folded text-side products are `T`-sized. The scores are the official ones up to float rounding and both
+      clamps are applied to them unchanged, so the clamps are kept exactly (a score beyond +-50000 is clamped to
+      the same value; near the bound the two orders differ only by that rounding).
     """
 
     def __init__(self, config: GLIPConfig):
@@ -70,6 +92,7 @@ class GLIPBiMultiHeadAttention(nn.Module):
         self.head_dim = self.embed_dim // self.num_heads
         self.scale = self.head_dim**-0.5
         self.dropout = config.fusion_dropout
+        self.config = config
 
         self.vision_proj = nn.Linear(self.vision_dim, self.embed_dim)
         self.text_proj = nn.Linear(self.text_dim, self.embed_dim)
@@ -111,6 +134,95 @@ class GLIPBiMultiHeadAttention(nn.Module):
             `(batch, sequence_length, text_dim)`, and `(vision_to_text (batch, num_heads, num_positions,
             sequence_length), text_to_vision (batch, num_heads, sequence_length, num_positions))` or `None`.
         """
+        if self.config.fusion_implementation == "official":
+            return self._forward_official(vision_features, text_features, text_attention_mask, output_attentions)
+        return self._forward_factorised(vision_features, text_features, text_attention_mask, output_attentions)
+
+    def _text_mask_term(self, text_attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`(batch, seq_len)` 1/0 mask -> `(batch, seq_len)` additive term: 1 for real tokens, `-9e15` (or the dtype
+        minimum) for padding, as the official `masked_fill`."""
+        mask_value = max(TEXT_PADDING_MASK_VALUE, torch.finfo(dtype).min)
+        return text_attention_mask.to(dtype).masked_fill(text_attention_mask == 0, mask_value)
+
+    def _forward_factorised(
+        self,
+        vision_features: torch.Tensor,
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The official computation in the factorised order (see the class docstring); scores are kept in the
+        `(batch, num_positions, heads, seq_len)` layout so that both directions read them without a transpose."""
+        batch_size, num_positions, vision_dim = vision_features.shape
+        sequence_length = text_features.shape[1]
+        heads, head_dim = self.num_heads, self.head_dim
+
+        # query projection folded into the text keys: per head (seq_len, head_dim) @ (head_dim, vision_dim)
+        key_states = self.text_proj(text_features).view(batch_size, sequence_length, heads, head_dim)  # (b, T, H, d)
+        query_weight = self.vision_proj.weight.view(heads, head_dim, vision_dim)  # (H, d, vision_dim)
+        query_bias = self.vision_proj.bias.view(heads, head_dim)  # (H, d)
+        folded_keys = torch.einsum("bthd,hdc->bcht", key_states, query_weight) * self.scale  # (b, vision_dim, H, T)
+        folded_keys = folded_keys.reshape(batch_size, vision_dim, heads * sequence_length)  # (b, vision_dim, H * T)
+        key_bias = torch.einsum("bthd,hd->bht", key_states, query_bias) * self.scale  # (b, H, T)
+        key_bias = key_bias.reshape(batch_size, 1, heads * sequence_length)  # (b, 1, H * T)
+
+        scores = torch.baddbmm(key_bias, vision_features, folded_keys)  # (b, N, H * T)
+        scores = _clamp(scores.view(batch_size, num_positions, heads, sequence_length))  # (b, N, H, T)
+
+        # image -> text direction: every text token attends over all visual positions (dim 1), unmasked.
+        text_scores = _clamp(scores - torch.amax(scores, dim=1, keepdim=True))  # (b, N, H, T)
+        text_attention_weights = text_scores.softmax(dim=1)  # (b, N, H, T), sums to 1 over N
+
+        # text -> image direction: every visual position attends over the real text tokens (dim 3).
+        vision_scores = scores
+        if text_attention_mask is not None:
+            mask_term = self._text_mask_term(text_attention_mask, scores.dtype)[:, None, None, :]  # (b, 1, 1, T)
+            vision_scores = scores + mask_term
+        vision_attention_weights = vision_scores.softmax(dim=-1)  # (b, N, H, T), sums to 1 over T
+
+        vision_attention_probs = nn.functional.dropout(
+            vision_attention_weights, p=self.dropout, training=self.training
+        )
+        text_attention_probs = nn.functional.dropout(text_attention_weights, p=self.dropout, training=self.training)
+
+        # output projection folded into the text values: per head (seq_len, head_dim) @ (head_dim, vision_dim)
+        text_value_states = self.values_text_proj(text_features).view(batch_size, sequence_length, heads, head_dim)
+        output_weight = self.out_vision_proj.weight.view(vision_dim, heads, head_dim)  # (vision_dim, H, d)
+        folded_values = torch.einsum("bthd,chd->bhtc", text_value_states, output_weight)  # (b, H, T, vision_dim)
+        folded_values = folded_values.reshape(batch_size, heads * sequence_length, vision_dim)  # (b, H*T, vision_dim)
+        vision_delta = torch.baddbmm(
+            self.out_vision_proj.bias,
+            vision_attention_probs.view(batch_size, num_positions, heads * sequence_length),  # (b, N, H * T)
+            folded_values,
+        )  # (b, N, vision_dim)
+
+        # vision value projection after the attention: (Q_h v) W_v,h^T + rowsum(Q_h) b_v,h
+        text_probs_flat = text_attention_probs.view(batch_size, num_positions, heads * sequence_length)  # (b,N,H*T)
+        attended_vision = torch.bmm(text_probs_flat.transpose(1, 2), vision_features)  # (b, H * T, vision_dim)
+        attended_vision = attended_vision.view(batch_size, heads, sequence_length, vision_dim)  # (b, H, T, vision_dim)
+        value_weight = self.values_vision_proj.weight.view(heads, head_dim, vision_dim)  # (H, d, vision_dim)
+        text_output = torch.einsum("bhtc,hdc->bthd", attended_vision, value_weight)  # (b, T, H, d)
+        probability_mass = text_attention_probs.sum(dim=1).transpose(1, 2)  # (b, T, H): 1 without dropout
+        value_bias = self.values_vision_proj.bias.view(heads, head_dim)  # (H, d)
+        text_output = text_output + probability_mass[..., None] * value_bias  # (b, T, H, d)
+        text_delta = self.out_text_proj(text_output.reshape(batch_size, sequence_length, self.embed_dim))
+
+        attentions = None
+        if output_attentions:
+            attentions = (
+                vision_attention_weights.permute(0, 2, 1, 3),  # (b, H, N, T)
+                text_attention_weights.permute(0, 2, 3, 1),  # (b, H, T, N)
+            )
+        return vision_delta, text_delta, attentions
+
+    def _forward_official(
+        self,
+        vision_features: torch.Tensor,
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The official operation order (`fuse_helper.py::BiMultiHeadAttention.forward`)."""
         batch_size, num_positions, _ = vision_features.shape
         sequence_length = text_features.shape[1]
 
@@ -134,9 +246,7 @@ class GLIPBiMultiHeadAttention(nn.Module):
 
         # text -> image direction: every visual position attends over the real text tokens.
         if text_attention_mask is not None:
-            mask_value = max(TEXT_PADDING_MASK_VALUE, torch.finfo(scores.dtype).min)
-            mask_term = text_attention_mask.to(scores.dtype).masked_fill(text_attention_mask == 0, mask_value)
-            mask_term = mask_term[:, None, None, :]  # (batch, 1, 1, seq_len)
+            mask_term = self._text_mask_term(text_attention_mask, scores.dtype)[:, None, None, :]  # (batch, 1, 1, T)
             scores = scores.view(batch_size, self.num_heads, num_positions, sequence_length) + mask_term
             scores = scores.view(batch_size * self.num_heads, num_positions, sequence_length)
         # (batch * heads, positions, seq_len) -> (batch, heads, positions, seq_len), as above
