@@ -212,7 +212,9 @@ def test_prompt_tuned_official_checkpoint_round_trip(tmp_path, tiny_a_dir):
         reference = plain(pixel_values=pixel_values, input_ids=input_ids).logits
         model.model.prompt_offsets.zero_()
         zeroed = model(pixel_values=pixel_values, input_ids=input_ids).logits
-    torch.testing.assert_close(zeroed, reference, rtol=1e-6, atol=1e-6)  # the offsets are the only difference
+    # The offsets are the only difference; 1e-5: float32 rounding of the reordered sums of the factorised fusion
+    # (observed 1.2e-6 on logits of magnitude ~10), far below the > 1e-2 change the random offsets make.
+    torch.testing.assert_close(zeroed, reference, rtol=0, atol=1e-5)
     assert (tuned - reference).abs().max() > 1e-2
 
 

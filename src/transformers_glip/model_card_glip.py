@@ -65,7 +65,7 @@ def default_template_path() -> Path:
     here = Path(__file__).resolve()
     for candidate in (here.with_name(TEMPLATE_NAME), here.parents[2] / TEMPLATE_NAME):
         if candidate.is_file():
-            return candidate
+            return candidate.resolve()  # (in a checkout, the package's copy is a link to the repository's file)
     raise FileNotFoundError(
         f"No {TEMPLATE_NAME} template next to {here.name} or at the repository root; pass `template_path=` "
         "(the template ships with the source checkout)."
