@@ -67,10 +67,11 @@ def assert_outputs_equal(factorised, official, atol):
         )
 
 
-def test_default_is_factorised_and_official_mode_round_trips():
-    assert GLIPConfig().fusion_implementation == "factorised"
-    config = GLIPConfig(fusion_implementation="official")
-    assert GLIPConfig.from_dict(config.to_dict()).fusion_implementation == "official"
+def test_default_is_official_and_factorised_mode_round_trips():
+    # Official by default until the factorised path also passes transformers' retain-grad mixin test.
+    assert GLIPConfig().fusion_implementation == "official"
+    config = GLIPConfig(fusion_implementation="factorised")
+    assert GLIPConfig.from_dict(config.to_dict()).fusion_implementation == "factorised"
 
 
 def test_unknown_implementation_is_a_clear_error():

@@ -135,7 +135,7 @@ class GLIPConfig(PreTrainedConfig):
             Dropout on both attention-probability tensors of the fusion (training only).
         fusion_layer_scale_init (`float`, *optional*):
             Initial layer-scale value of the fusion residuals; `None` means `1 / num_head_blocks` (official).
-        fusion_implementation (`str`, *optional*, defaults to `"factorised"`):
+        fusion_implementation (`str`, *optional*, defaults to `"official"`):
             How the fusion attention is computed: `"official"` is the official operation order (2048-wide vision
             projections); `"factorised"` folds the query projection into the text keys and the output projection
             into the text values and applies the vision value projection after the attention (same result up to
@@ -214,7 +214,7 @@ class GLIPConfig(PreTrainedConfig):
         fusion_num_heads: int = 8,
         fusion_dropout: float = 0.1,
         fusion_layer_scale_init: float | None = None,
-        fusion_implementation: str = "factorised",
+        fusion_implementation: str = "official",
         head_group_norm_groups: int = 16,
         head_use_deformable_conv: bool = True,
         anchor_strides: list[int] | tuple[int, ...] = (8, 16, 32, 64, 128),

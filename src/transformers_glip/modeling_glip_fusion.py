@@ -10,8 +10,8 @@ the softmax (and the image->text direction subtracts the row maximum, clamps aga
 kernel of transformers' attention interface (SDPA, flash, flex) can express. The parts of the head text layer
 without a clamp are transformers' own `BertSelfOutput`.
 
-The fusion attention has two exact implementations (`config.fusion_implementation`): `"official"`, the official
-operation order, and `"factorised"` (the default), the same algebra with the 2048-wide vision projections folded
+The fusion attention has two exact implementations (`config.fusion_implementation`): `"official"` (the default),
+the official operation order, and `"factorised"` (opt-in), the same algebra with the wide vision projections folded
 into the text side, so that the visual positions never pass through the 2048-wide attention space (see
 [`GLIPBiMultiHeadAttention`]).
 """
@@ -48,7 +48,7 @@ ATTENTION_CLAMP_VALUE = 50000.0
 # Real tokens keep the mask value 1, a constant shift that does not change the softmax.
 TEXT_PADDING_MASK_VALUE = -9e15
 
-# Values of `GLIPConfig.fusion_implementation`: the factorised operation order (default) and the official one.
+# Values of `GLIPConfig.fusion_implementation`: the factorised operation order and the official one (the default).
 FUSION_IMPLEMENTATIONS = ("factorised", "official")
 
 
