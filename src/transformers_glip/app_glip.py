@@ -111,8 +111,8 @@ def load_glip_folder(
         device: torch device (default: `cuda` when available, else `cpu`).
 
     Raises:
-        `ValueError` when the folder is missing, has no `config.json`, or does not hold a GLIP model; the message
-        says what to pass instead (`make demo`, `--model DIR`).
+        `ValueError` when the folder is missing, has no `config.json`, or does not hold a GLIP model (the message
+        says what to pass instead: `make demo`, `--model DIR`), or when `device` is unknown or unavailable.
     """
     name = str(DEFAULT_MODEL_DIRECTORY if model is None else model)
     path = Path(name).expanduser()
@@ -142,7 +142,11 @@ def load_glip_folder(
         raise ValueError(f"--model {name}: cannot load a GLIP model and processor from it: {reason}") from None
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return loaded_model.to(device).eval(), processor
+    try:
+        loaded_model = loaded_model.to(device)
+    except (RuntimeError, AssertionError) as error:  # an unknown device name, CUDA not available
+        raise ValueError(f"--device {device}: {str(error).strip().splitlines()[0]}") from None
+    return loaded_model.eval(), processor
 
 
 def parse_labels(text: str) -> list[str]:
