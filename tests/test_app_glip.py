@@ -10,7 +10,6 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from transformers_glip.app_glip import (
     GLIPDemo,
     build_app,
     format_detection_rows,
+    label_font_size,
     launch_app,
     load_glip_folder,
     parse_labels,
@@ -45,22 +45,17 @@ LABEL_TEXT = "red circle, blue square , green triangle,person,"
 CAPTION = "a red circle next to a blue square"
 THRESHOLD = 0.55  # keeps a handful of the random-weight fixture's detections
 
+SCREENSHOT_SCRIPT = REPOSITORY / "examples" / "app_screenshot.py"
 HAS_GRADIO = importlib.util.find_spec("gradio") is not None
 needs_gradio = pytest.mark.skipif(not HAS_GRADIO, reason='needs Gradio (pip install "transformers-glip[app]")')
 
 
-def find_browser() -> tuple[str | None, str | None, str]:
-    """(chromium binary, chromedriver, why not) of the OS packages."""
-    if importlib.util.find_spec("selenium") is None:
-        return None, None, 'selenium is not installed (pip install "transformers-glip[dev]")'
-    binary = next(
-        (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
-        None,
-    )
-    driver = shutil.which("chromedriver")
-    if binary is None or driver is None:
-        return binary, driver, "no Chromium + chromedriver (Debian: apt-get install chromium chromium-driver)"
-    return binary, driver, ""
+def load_screenshot_script():
+    """examples/app_screenshot.py as a module: its browser helpers drive the page here too."""
+    specification = importlib.util.spec_from_file_location("app_screenshot_example", SCREENSHOT_SCRIPT)
+    module = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +80,8 @@ def expected(tiny_a_dir, image):
     finally:
         torch.set_num_threads(previous)
     assert len(detections["scores"]) > 0  # the comparisons below compare something
-    return {"detections": detections, "drawn": draw_detections(image, detections)}
+    drawn = draw_detections(image, detections, font_size=label_font_size(image))
+    return {"detections": detections, "drawn": drawn}
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +113,11 @@ def assert_rows_match(rows, detections):
 
 
 # ---------------------------------------------------------------------------------------------- without Gradio
+def test_label_font_size_scales_with_the_image():
+    assert label_font_size(Image.new("RGB", (160, 120))) == 12
+    assert label_font_size(Image.new("RGB", (1333, 800))) == 33
+
+
 def test_parse_labels():
     assert parse_labels(LABEL_TEXT) == LABELS
     assert parse_labels("cat, cat,dog") == ["cat", "dog"]
@@ -304,53 +305,8 @@ def test_glip_app_command_serves_the_page(tiny_a_dir, tmp_path, expected):
 
 
 # ----------------------------------------------------------------------------------------------- a real browser
-BROWSER, DRIVER, NO_BROWSER = find_browser()
-
-
-def start_browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = BROWSER
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in a container
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        # Only this machine: every host name but localhost fails to resolve, no background traffic.
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(DRIVER), options=options)
-
-
-def drive_detection(driver, url: str, image_path: Path, prompt: str, threshold: float, timeout: float = 120):
-    """Open the page, upload `image_path`, type `prompt`, set the threshold, press Detect; returns the `src` of the
-    output image once it is shown."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    wait = WebDriverWait(driver, timeout)
-    driver.get(url)
-    upload = wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#glip-input-image input[type=file]"))
-    upload.send_keys(str(image_path))
-    wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#glip-input-image img"))
-    textbox = driver.find_element(By.CSS_SELECTOR, "#glip-prompt textarea")
-    textbox.clear()
-    textbox.send_keys(prompt)
-    number = driver.find_element(By.CSS_SELECTOR, "#glip-threshold input[type=number]")
-    number.send_keys(Keys.CONTROL, "a")
-    number.send_keys(str(threshold), Keys.TAB)
-    wait.until(lambda page: number.get_attribute("value") == str(threshold))
-    driver.find_element(By.CSS_SELECTOR, "#glip-detect").click()
-    shown = wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#glip-output-image img"))
-    return shown[0].get_attribute("src")
+SCREENSHOT = load_screenshot_script()
+BROWSER, DRIVER, NO_BROWSER = SCREENSHOT.find_browser()
 
 
 @pytest.mark.skipif(not HAS_GRADIO, reason='needs Gradio (pip install "transformers-glip[app]")')
@@ -359,9 +315,9 @@ def test_headless_chromium_drives_the_page(launched, expected, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = start_browser()
+    driver = SCREENSHOT.start_browser(BROWSER, DRIVER)
     try:
-        source = drive_detection(driver, launched.local_url, IMAGE, LABEL_TEXT, THRESHOLD)
+        source = SCREENSHOT.drive_detection(driver, launched.local_url, IMAGE, LABEL_TEXT, THRESHOLD)
         assert source.startswith(launched.local_url.rstrip("/"))  # served by the app itself
         with urllib.request.urlopen(source, timeout=30) as response:
             shown = Image.open(io.BytesIO(response.read()))

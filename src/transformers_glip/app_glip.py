@@ -49,6 +49,7 @@ __all__ = [
     "build_app",
     "format_detection_rows",
     "import_gradio",
+    "label_font_size",
     "launch_app",
     "load_glip_folder",
     "main",
@@ -162,6 +163,12 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
+def label_font_size(image: PIL.Image.Image) -> int:
+    """Text height of the box labels the page draws: 1/40 of the image's longer side, at least 12 pixels (the
+    page shows images scaled to its boxes; Pillow's default 10-pixel font would be unreadable on large photos)."""
+    return max(12, round(max(image.size) / 40))
+
+
 def format_detection_rows(detections: dict[str, Any]) -> list[list[Any]]:
     """One image's detections (`boxes` `(num_detections, 4)`, `scores`, `text_labels`) as table rows
     `[label, score (3 decimals), "(xmin, ymin, xmax, ymax)" (1 decimal)]`, best first."""
@@ -205,8 +212,9 @@ class GLIPDemo:
             threshold (`float`): keep detections with `score > threshold`, in [0, 1].
 
         Returns:
-            the image with its boxes drawn, the table rows ([`format_detection_rows`]) and the raw detections
-            (`boxes` `(num_detections, 4)` xyxy original-image pixels, `scores`, `labels`, `text_labels`).
+            the image with its boxes drawn ([`draw_detections`], labels [`label_font_size`] high), the table rows
+            ([`format_detection_rows`]) and the raw detections (`boxes` `(num_detections, 4)` xyxy original-image
+            pixels, `scores`, `labels`, `text_labels`).
 
         Raises:
             `ValueError` / `TypeError` naming the bad input (no image, no labels, a caption without noun phrases, a
@@ -233,7 +241,8 @@ class GLIPDemo:
             detections = detect(self.model, self.processor, image, labels, threshold=threshold)[0]
         else:
             detections = self._detect_caption(image, prompt, threshold)
-        return draw_detections(image, detections), format_detection_rows(detections), detections
+        drawn = draw_detections(image, detections, font_size=label_font_size(image))
+        return drawn, format_detection_rows(detections), detections
 
     def _detect_caption(self, image: PIL.Image.Image, caption: str, threshold: float) -> dict[str, Any]:
         """The noun phrases of `caption` grounded in `image` (processor -> model -> the processor's official
