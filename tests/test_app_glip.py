@@ -115,7 +115,7 @@ def assert_rows_match(rows, detections):
 # ---------------------------------------------------------------------------------------------- without Gradio
 def test_label_font_size_scales_with_the_image():
     assert label_font_size(Image.new("RGB", (160, 120))) == 12
-    assert label_font_size(Image.new("RGB", (1333, 800))) == 33
+    assert label_font_size(Image.new("RGB", (1333, 800))) == 42
 
 
 def test_parse_labels():

@@ -164,9 +164,9 @@ def parse_labels(text: str) -> list[str]:
 
 
 def label_font_size(image: PIL.Image.Image) -> int:
-    """Text height of the box labels the page draws: 1/40 of the image's longer side, at least 12 pixels (the
+    """Text height of the box labels the page draws: 1/32 of the image's longer side, at least 12 pixels (the
     page shows images scaled to its boxes; Pillow's default 10-pixel font would be unreadable on large photos)."""
-    return max(12, round(max(image.size) / 40))
+    return max(12, round(max(image.size) / 32))
 
 
 def format_detection_rows(detections: dict[str, Any]) -> list[list[Any]]:
@@ -381,8 +381,15 @@ def launch_app(
         share=share,
         inbrowser=False,
         show_error=True,
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,
+        quiet=True,
     )
+    print(f"GLIP demo of {demo.model_name} on {app.local_url}", flush=True)
+    if app.share_url:
+        print(f"Public link (while this runs): {app.share_url}", flush=True)
+    if not prevent_thread_lock:
+        print("Press Ctrl+C to stop.", flush=True)
+        app.block_thread()
     return app
 
 
