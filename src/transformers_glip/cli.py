@@ -5,6 +5,7 @@ glip detect cat.jpg dog.jpg --model ./glip-t --labels cat dog "remote control" -
 glip detect street.jpg --model ./glip-t --caption "a man rides a bike past a red car" --json --output boxes/
 glip convert --checkpoint glip_tiny_model_o365_goldg.pth --variant glip-t --output glip-t
 glip train --model_preset tiny --output_dir out/demo
+glip app --model ./glip-t --port 7861
 ```
 
 - `glip detect`: labels go through [`detect`] (all labels of an image in one prompt, the official detection
@@ -17,7 +18,10 @@ glip train --model_preset tiny --output_dir out/demo
   `examples/finetune.py`, `examples/evaluate.py`, `examples/pseudo_label.py` of the source checkout in this process
   (the examples are not part of the installed package: they are found next to the package source, `src/..`, or in
   the folder named by the environment variable `GLIP_EXAMPLES_DIR`; else the command exits with status 2).
-- `glip export`, `glip app`: not available yet (exit status 2).
+- `glip app [--model DIR] [--port N] [--host H] [--share] [--device D]`: the Gradio demo page
+  ([`transformers_glip.app_glip`]; needs `pip install "transformers-glip[app]"`) on `http://127.0.0.1:N`, for the
+  folder `--model` (default `out/demo`, the model `make demo` trains).
+- `glip export`: not available yet (exit status 2).
 
 Exit status: 0 on success, 2 on a bad argument (one line on stderr, no traceback), 1 when a forwarded command
 fails its own checks.
@@ -62,12 +66,11 @@ EXAMPLE_DESCRIPTIONS = {
 # Commands listed in `--help` whose implementation is other, unfinished work.
 UNAVAILABLE_COMMANDS = {
     "export": "export a model to ONNX (not available yet)",
-    "app": "a browser demo (Gradio) of a model (not available yet)",
 }
 EXAMPLES_DIRECTORY_VARIABLE = "GLIP_EXAMPLES_DIR"
 DEFAULT_THRESHOLD = 0.3
 
-COMMANDS = ("detect", "convert", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
+COMMANDS = ("detect", "convert", "app", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
 
 EPILOG = """\
 examples:
@@ -75,6 +78,7 @@ examples:
   glip detect photos/*.jpg --model ./glip-t --labels person bicycle car --threshold 0.4 --json
   glip detect street.jpg --model ./glip-t --caption "a man rides a bike past a red car" --output boxes/
   glip convert --checkpoint glip_tiny_model_o365_goldg.pth --variant glip-t --output glip-t
+  glip app --model ./glip-t
   glip train --help
 
 Run `glip COMMAND --help` for the options of a command. train, finetune, evaluate and pseudo-label run the
@@ -90,6 +94,17 @@ examples:
 --labels puts all labels in one prompt (the official detection prompt, chunked when they do not fit in 256
 tokens); --caption grounds the noun phrases of a free sentence. Scores are probabilities in [0, 1]; boxes are
 (xmin, ymin, xmax, ymax) in pixels of the original image.
+"""
+
+
+APP_EPILOG = """\
+examples:
+  glip app                          # the demo model of `make demo` (out/demo)
+  glip app --model ./glip-t --port 7861
+  glip app --model ./glip-t --host 0.0.0.0 --device cuda:0
+
+Opens nothing by itself: visit the printed URL. Upload an image, type labels (comma separated) or a caption, set
+the threshold and press Detect. Needs Gradio: pip install "transformers-glip[app]".
 """
 
 
@@ -121,6 +136,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {value}")
     return value
 
 
@@ -179,6 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="convert an official GLIP checkpoint (see `glip convert --help`)",
     )
+    app_parser = commands.add_parser(
+        "app",
+        help="a browser demo (Gradio) of a model: upload an image, type labels, see the boxes",
+        description="Serve the GLIP demo page (Gradio) for a model folder on http://HOST:PORT.",
+        epilog=APP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    app_parser.add_argument(
+        "--model",
+        metavar="DIR_OR_HUB_ID",
+        help="a converted / saved GLIP folder or a Hub model id (default: out/demo, written by `make demo`)",
+    )
+    app_parser.add_argument(
+        "--port", type=_port, metavar="N", help="port to listen on (default: the first free one from 7860)"
+    )
+    app_parser.add_argument(
+        "--host", default="127.0.0.1", metavar="H", help="address to listen on (default: 127.0.0.1, this machine)"
+    )
+    app_parser.add_argument(
+        "--share", action="store_true", help="also make a public gradio.live link (default: no, local only)"
+    )
+    app_parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     for name, description in EXAMPLE_DESCRIPTIONS.items():
         commands.add_parser(name, add_help=False, help=description)
     for name, description in UNAVAILABLE_COMMANDS.items():
@@ -479,6 +526,20 @@ def _run_detect(arguments: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------- glip app
+def _run_app(arguments: argparse.Namespace) -> int:
+    from .app_glip import launch_app
+
+    try:
+        launch_app(arguments.model, arguments.port, arguments.host, arguments.share, arguments.device)
+    except (ImportError, ValueError) as error:  # no Gradio; a missing or unloadable model folder; a bad device
+        raise CommandLineError(str(error)) from None
+    except OSError as error:  # the port is taken, the address cannot be bound
+        print(f"{PROGRAM} app: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `glip` with `argv` (default `sys.argv[1:]`); returns the exit status (the console script exits with it).
@@ -503,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if parsed.command is None:
             parser.print_help(sys.stderr)
             return 2
+        if parsed.command == "app":
+            return _run_app(parsed)
         return _run_detect(parsed)
     except CommandLineError as error:
         known = command in COMMANDS
