@@ -67,6 +67,8 @@ CONVERSION_OUTPUT_FILE_PATTERNS: tuple[str, ...] = (
     r"processor_config\.json",
     r"preprocessor_config\.json",
     r"glip_shim\.py",
+    r"[a-z_]+_glip\.py",  # the remote-code copies of the package modules (hub_glip.add_remote_code_files)
+    r"README\.md",  # the model card
 )
 
 
