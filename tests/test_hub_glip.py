@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_stand_in import RecordingHubApi
 from PIL import Image
 from transformers import pipeline
 from transformers.dynamic_module_utils import get_imports
@@ -27,41 +28,6 @@ LABELS = ["red circle", "blue square", "green triangle", "person"]
 SCORE_TOLERANCE = 1e-5
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-class RecordingHubApi:
-    """A local stand-in for `huggingface_hub.HfApi`: records what would be created and uploaded (no network)."""
-
-    def __init__(self, user: str = "user"):
-        self.user = user
-        self.calls = []
-        self.uploads = []
-
-    def create_repo(self, repo_id, private=None, exist_ok=False, repo_type=None):
-        from huggingface_hub import RepoUrl
-
-        full_id = repo_id if "/" in repo_id else f"{self.user}/{repo_id}"
-        self.calls.append(("create_repo", full_id, {"private": private, "exist_ok": exist_ok}))
-        return RepoUrl(f"https://huggingface.co/{full_id}")
-
-    def create_branch(self, repo_id, branch, exist_ok=False, repo_type=None):
-        self.calls.append(("create_branch", repo_id, {"branch": branch, "exist_ok": exist_ok}))
-
-    def upload_folder(self, repo_id, folder_path, commit_message=None, create_pr=None, revision=None, repo_type=None):
-        folder = Path(folder_path)
-        files = {
-            path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()
-        }
-        self.uploads.append(
-            {
-                "repo_id": repo_id,
-                "files": files,
-                "commit_message": commit_message,
-                "create_pr": create_pr,
-                "revision": revision,
-            }
-        )
-        return f"https://huggingface.co/{repo_id}/commit/0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
