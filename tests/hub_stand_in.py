@@ -1,5 +1,6 @@
 """A local stand-in for the Hub API (`huggingface_hub.HfApi`) that records what would be created and uploaded."""
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -25,10 +26,24 @@ class RecordingHubApi:
     def create_branch(self, repo_id, branch, exist_ok=False, repo_type=None):
         self.calls.append(("create_branch", repo_id, {"branch": branch, "exist_ok": exist_ok}))
 
-    def upload_folder(self, repo_id, folder_path, commit_message=None, create_pr=None, revision=None, repo_type=None):
+    def upload_folder(
+        self,
+        repo_id,
+        folder_path,
+        commit_message=None,
+        create_pr=None,
+        revision=None,
+        repo_type=None,
+        ignore_patterns=None,
+    ):
         folder = Path(folder_path)
         files = {
-            path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()
+            path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in folder.rglob("*")
+            if path.is_file()
+            and not any(
+                fnmatch.fnmatch(path.relative_to(folder).as_posix(), pattern) for pattern in ignore_patterns or []
+            )
         }
         self.uploads.append(
             {

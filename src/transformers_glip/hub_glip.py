@@ -174,6 +174,7 @@ def push_folder_to_hub(
     create_pr: bool = False,
     revision: str | None = None,
     api: Any | None = None,
+    ignore_patterns: list[str] | None = None,
 ) -> str:
     """Create `repo_id` on the Hub if needed and upload every file of `folder` in one commit.
 
@@ -187,6 +188,7 @@ def push_folder_to_hub(
         revision: the branch to commit to (created from `main` when missing); default `main`.
         api: an `huggingface_hub.HfApi` (or an object with its `create_repo`, `create_branch`, `upload_folder`);
             default `HfApi(token=token)`. Tests pass a stand-in that records the upload.
+        ignore_patterns: glob patterns of files not to upload (e.g. `["checkpoints/*"]` for training states).
 
     Returns:
         `str`: the URL of the commit (or of the pull request with `create_pr=True`).
@@ -205,6 +207,7 @@ def push_folder_to_hub(
         create_pr=create_pr,
         revision=revision,
         repo_type="model",
+        **({"ignore_patterns": ignore_patterns} if ignore_patterns else {}),
     )
     return str(getattr(commit, "pr_url", None) or commit)
 

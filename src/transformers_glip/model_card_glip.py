@@ -46,6 +46,7 @@ __all__ = [
     "check_model_card",
     "default_template_path",
     "eval_results_from_summary",
+    "evaluation_summary_from_training",
     "load_evaluation_summary",
     "publish_folder",
     "save_model_card",
@@ -415,6 +416,17 @@ def summaries_from_evaluation_report(
     return summaries
 
 
+def evaluation_summary_from_training(summary: Mapping[str, Any], dataset: str) -> dict[str, Any] | None:
+    """The card's evaluation summary of the `summary.json` of `examples/pretrain.py` / `finetune.py` (`"ap"` and
+    `"ap50"` in [0, 1] on the held-out `dataset`), in percent; None when the run was not evaluated."""
+    figures = {
+        name: round(100 * summary[key], 2)
+        for key, name in (("ap", "AP"), ("ap50", "AP50"))
+        if isinstance(summary.get(key), (int, float)) and math.isfinite(summary[key]) and summary[key] >= 0
+    }
+    return {"dataset": dataset, "task": "object-detection", "metrics": figures} if figures else None
+
+
 def load_evaluation_summary(path: str | Path) -> list[dict[str, Any]] | dict[str, Any]:
     """Read an evaluation summary json for [`build_model_card`]: either the card's own format (a dict with `dataset`
     and `metrics`, or a list of them) or an `examples/evaluate.py` `summary.json` (converted with
@@ -477,6 +489,7 @@ def publish_folder(
     revision: str | None = None,
     create_pr: bool = False,
     api: Any | None = None,
+    ignore_patterns: list[str] | None = None,
     **card_arguments: Any,
 ) -> str:
     """Write the model card into a saved folder ([`save_model_card`], with `repo_id` in its usage snippet) and upload
@@ -484,7 +497,8 @@ def publish_folder(
     files and `README.md`).
 
     Args:
-        folder, repo_id, commit_message, token, private, revision, create_pr, api: see [`push_folder_to_hub`].
+        folder, repo_id, commit_message, token, private, revision, create_pr, api, ignore_patterns: see
+            [`push_folder_to_hub`].
         card_arguments: the keyword arguments of [`build_model_card`] except `repo_id`.
 
     Returns:
@@ -507,4 +521,5 @@ def publish_folder(
         create_pr=create_pr,
         revision=revision,
         api=api,
+        ignore_patterns=ignore_patterns,
     )
