@@ -3,6 +3,7 @@ API by the recording stand-in (`hub_stand_in.RecordingHubApi`)."""
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -19,8 +20,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "publish_released_check
 def publisher():
     specification = importlib.util.spec_from_file_location("publish_released_checkpoints", SCRIPT)
     module = importlib.util.module_from_spec(specification)
+    sys.modules[specification.name] = module  # (dataclasses look their module up)
     specification.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(specification.name, None)
 
 
 @pytest.fixture
