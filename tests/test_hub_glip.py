@@ -177,7 +177,7 @@ def test_folder_loads_and_detects_without_the_package(saved_folder, image, tmp_p
         text=True,
         env=environment,
         cwd=tmp_path,
-        timeout=300,
+        timeout=900,  # seconds; the run takes about 20 s, far more on a loaded machine
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -228,7 +228,7 @@ def test_a_remote_code_model_saves_its_code_again(saved_folder, tmp_path):
         text=True,
         env=environment,
         cwd=tmp_path,
-        timeout=300,
+        timeout=900,  # seconds; the run takes about 20 s, far more on a loaded machine
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     for path in [*remote_code_source_files(), saved_folder / "glip_shim.py"]:
