@@ -27,6 +27,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
 
 from transformers_glip import GLIPForGrounding  # (the import registers GLIP)
@@ -45,6 +46,7 @@ from transformers_glip.finetuning_glip import (
     sample_few_shot_coco,
     tuning_parameter_groups,
 )
+from transformers_glip.model_card_glip import evaluation_summary_from_training, publish_folder
 from transformers_glip.processing_glip import GLIPProcessor
 
 logger = get_logger(__name__)
@@ -85,7 +87,11 @@ def parse_args(argv=None):
     parser.add_argument("--shuffle_buffer_size", type=int, default=100)
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--push_to_hub", action="store_true", help="Upload the final --output_dir to the Hub.")
+    parser.add_argument("--hub_model_id", help="Hub repository for --push_to_hub (default: the --output_dir name).")
+    parser.add_argument("--hub_token", help="Hub token for --push_to_hub (default: the logged-in one).")
     args = parser.parse_args(argv)
+    check_hub_arguments(parser, args)
     try:
         args.mode = normalize_tuning_mode(args.mode)
     except ValueError as error:
@@ -106,6 +112,36 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def check_hub_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """`--hub_model_id` / `--hub_token` need `--push_to_hub`; the id must be a Hub id (checked before training)."""
+    if not args.push_to_hub and (args.hub_model_id or args.hub_token):
+        parser.error("--hub_model_id / --hub_token: pass --push_to_hub too.")
+    if args.push_to_hub:
+        try:
+            validate_repo_id(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)))
+        except HFValidationError as error:
+            parser.error(f"--hub_model_id (default: the --output_dir name) is not a Hub model id: {error}")
+
+
+def push_output_to_hub(args, summary: dict) -> None:
+    """Upload `--output_dir` (model, processor, remote code, metrics; a model card as README.md) in one commit."""
+    hub_model_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    base_model = args.model_name_or_path
+    url = publish_folder(
+        args.output_dir,
+        hub_model_id,
+        token=args.hub_token,
+        commit_message="End of training",
+        base_model=base_model if base_model and not os.path.isdir(base_model) else None,
+        description=f"This model was fine-tuned (`--mode {args.mode}`) with `examples/finetune.py` of "
+        f"transformers-glip ({summary['steps']} steps).",
+        evaluation_summary=evaluation_summary_from_training(
+            summary, os.path.basename(args.eval_annotation_file or "evaluation")
+        ),
+    )
+    logger.info(f"Uploaded {args.output_dir} to {url}")
 
 
 def main(argv=None):
@@ -198,6 +234,9 @@ def main(argv=None):
         with open(os.path.join(args.output_dir, "summary.json"), "w") as handle:
             json.dump(summary, handle, indent=2)
         print(json.dumps({key: value for key, value in summary.items() if key != "trainable_parameters"}))
+
+        if args.push_to_hub:  # as transformers' example scripts do: the final output folder, with a model card
+            push_output_to_hub(args, summary)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertConfig
@@ -80,6 +81,7 @@ from transformers_glip.data import (
 from transformers_glip.data.pseudo_labeling import pseudo_label_output_source
 from transformers_glip.evaluation.coco import evaluate_coco
 from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.model_card_glip import evaluation_summary_from_training, publish_folder
 from transformers_glip.pretrained_towers_glip import load_pretrained_swin, load_pretrained_text_model
 from transformers_glip.processing_glip import GLIPProcessor
 from transformers_glip.visualization_glip import (
@@ -234,13 +236,48 @@ def parse_args(argv=None):
     parser.add_argument("--with_tracking", action="store_true", help="Log to the Accelerate trackers.")
     parser.add_argument("--report_to", default="all")
     parser.add_argument("--skip_final_evaluation", action="store_true")
+    parser.add_argument("--push_to_hub", action="store_true", help="Upload the final --output_dir to the Hub.")
+    parser.add_argument("--hub_model_id", help="Hub repository for --push_to_hub (default: the --output_dir name).")
+    parser.add_argument("--hub_token", help="Hub token for --push_to_hub (default: the logged-in one).")
     args = parser.parse_args(argv)
+    check_hub_arguments(parser, args)
     args.demo = not args.dataset
     for key, value in (DEMO_DEFAULTS if args.demo else OFFICIAL_DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     check_arguments(parser, args)
     return args
+
+
+def check_hub_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """`--hub_model_id` / `--hub_token` need `--push_to_hub`; the id must be a Hub id (checked before training)."""
+    if not args.push_to_hub and (args.hub_model_id or args.hub_token):
+        parser.error("--hub_model_id / --hub_token: pass --push_to_hub too.")
+    if args.push_to_hub:
+        try:
+            validate_repo_id(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)))
+        except HFValidationError as error:
+            parser.error(f"--hub_model_id (default: the --output_dir name) is not a Hub model id: {error}")
+
+
+def push_output_to_hub(args, summary: dict) -> None:
+    """Upload `--output_dir` (model, processor, remote code, metrics; a model card as README.md) in one commit."""
+    hub_model_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    base_model = args.model_name_or_path
+    url = publish_folder(
+        args.output_dir,
+        hub_model_id,
+        token=args.hub_token,
+        commit_message="End of training",
+        ignore_patterns=["checkpoints/*", "sample_ids_rank*.jsonl"],
+        base_model=base_model if base_model and not os.path.isdir(base_model) else None,
+        description=f"This model was pre-trained with `examples/pretrain.py` of transformers-glip "
+        f"({summary['steps']} steps).",
+        evaluation_summary=evaluation_summary_from_training(
+            summary, os.path.basename(args.eval_annotation_file or "evaluation")
+        ),
+    )
+    logger.info(f"Uploaded {args.output_dir} to {url}")
 
 
 def check_arguments(parser: argparse.ArgumentParser, args) -> None:
@@ -886,6 +923,9 @@ def train(args):
         )
         if args.demo and "ap50" in summary:
             print(demo_verdict(summary), flush=True)
+
+        if args.push_to_hub:  # as transformers' example scripts do: the final output folder, with a model card
+            push_output_to_hub(args, summary)
     if args.with_tracking:
         accelerator.end_training()
 

@@ -40,6 +40,8 @@ NUMBER_FIELDS = (
     "fpn_drop_block_prob",
     "initializer_range",
 )
+# The top-level package name of the installed code; a folder's remote-code copy runs under another name.
+PACKAGE_NAME = "transformers_glip"
 BOOLEAN_FIELDS = ("early_fusion", "use_fused_text_for_dot_product", "head_use_deformable_conv")
 
 
@@ -277,6 +279,12 @@ class GLIPConfig(PreTrainedConfig):
         self.fpn_drop_block_size = fpn_drop_block_size
         self.initializer_range = initializer_range
         self.prompt_tuning_length = prompt_tuning_length
+        if __name__.split(".")[0] == PACKAGE_NAME:
+            # `custom_pipelines` (written by `hub_glip.add_remote_code_files`) is for the copy of this code a saved
+            # folder carries (`trust_remote_code=True`); the installed package already makes GLIP's pipeline the
+            # task's default, and keeping the entry would make `pipeline(task, model=folder)` demand
+            # `trust_remote_code=True`.
+            kwargs.pop("custom_pipelines", None)
         super().__init__(**kwargs)
         self.validate()
 

@@ -36,14 +36,21 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .configuration_glip import GLIPConfig
+from .hub_glip import push_folder_to_hub
 
 __all__ = [
     "DEFAULT_TASK_TYPE",
+    "MODEL_CARD_FILE_NAME",
     "REQUIRED_TAGS",
     "build_model_card",
     "check_model_card",
     "default_template_path",
     "eval_results_from_summary",
+    "evaluation_summary_from_training",
+    "load_evaluation_summary",
+    "publish_folder",
+    "save_model_card",
+    "summaries_from_evaluation_report",
 ]
 
 PIPELINE_TAG = "zero-shot-object-detection"
@@ -57,6 +64,9 @@ DATASET_KEYS = ("name", "type", "split", "config", "revision")
 # Hub license ids are lowercase SPDX-like names ("mit", "apache-2.0", "cc-by-nc-4.0", "other").
 LICENSE_PATTERN = re.compile(r"[a-z0-9][a-z0-9.+\-]*")
 PLACEHOLDER_REPO_ID = "<this repo>"
+MODEL_CARD_FILE_NAME = "README.md"
+# `examples/evaluate.py` metrics that are not a figure of the dataset (breakdowns, counts).
+REPORT_SKIPPED_METRICS = ("per_category", "num_phrases")
 
 
 def default_template_path() -> Path:
@@ -146,6 +156,11 @@ def eval_results_from_summary(
         ):
             raise ValueError(
                 f"`{name}['source']` must be a name or a dict {{'name': ..., 'url': ...}}, got {source!r}."
+            )
+        if source is not None and not source.get("url"):
+            raise ValueError(
+                f"`{name}['source']` = {source!r} needs a 'url' too (the Hub's model-index requires both); leave "
+                "'source' out for figures measured here."
             )
         metrics = summary.get("metrics")
         if not isinstance(metrics, Mapping) or not metrics:
@@ -358,3 +373,153 @@ def check_model_card(card: ModelCard | str) -> ModelCardData:
     if ModelCardData(**metadata).to_dict() != metadata:
         raise ValueError("The card metadata changes in a ModelCardData round trip.")
     return data
+
+
+def summaries_from_evaluation_report(
+    report: Mapping[str, Any], task_type: str = DEFAULT_TASK_TYPE
+) -> list[dict[str, Any]]:
+    """The card's evaluation summaries (see the module docstring) of an `examples/evaluate.py` `summary.json`.
+
+    The report is `{"model": ..., "datasets": {name: {"task": "coco" | "lvis" | "flickr", "num_samples": n,
+    "metrics": {...}}}}` with metrics in [0, 1] (-1 where a metric has no ground truth); the card gets them in
+    percent (the unit of the GLIP paper's tables), rounded to 0.01. Nested breakdowns (per category, Flickr30K's
+    `separate` / `merged` recalls), counts and missing values are left out; a dataset left with no figure is
+    skipped. The figures have no `source` (the card's table says "measured").
+
+    Raises:
+        `ValueError` when `report` is not such a report, or when no dataset has a figure.
+    """
+    datasets = report.get("datasets") if isinstance(report, Mapping) else None
+    if not isinstance(datasets, Mapping) or not datasets:
+        raise ValueError(
+            "The evaluation report must be examples/evaluate.py's summary.json ({'datasets': {name: {'metrics': "
+            f"...}}}}), got {type(report).__name__} with keys {sorted(report) if isinstance(report, Mapping) else []}."
+        )
+    summaries = []
+    for name, entry in datasets.items():
+        metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"The evaluation report's dataset {name!r} has no 'metrics' dict.")
+        figures = {
+            metric: round(100 * value, 2)
+            for metric, value in metrics.items()
+            if metric not in REPORT_SKIPPED_METRICS
+            and isinstance(value, float)
+            and math.isfinite(value)
+            and 0 <= value <= 1
+        }
+        if not figures:
+            continue
+        summaries.append({"dataset": name, "task": task_type, "metrics": figures})
+    if not summaries:
+        raise ValueError("The evaluation report holds no figure (every metric is missing or a breakdown).")
+    return summaries
+
+
+def evaluation_summary_from_training(summary: Mapping[str, Any], dataset: str) -> dict[str, Any] | None:
+    """The card's evaluation summary of the `summary.json` of `examples/pretrain.py` / `finetune.py` (`"ap"` and
+    `"ap50"` in [0, 1] on the held-out `dataset`), in percent; None when the run was not evaluated."""
+    figures = {
+        name: round(100 * summary[key], 2)
+        for key, name in (("ap", "AP"), ("ap50", "AP50"))
+        if isinstance(summary.get(key), (int, float)) and math.isfinite(summary[key]) and summary[key] >= 0
+    }
+    return {"dataset": dataset, "task": "object-detection", "metrics": figures} if figures else None
+
+
+def load_evaluation_summary(path: str | Path) -> list[dict[str, Any]] | dict[str, Any]:
+    """Read an evaluation summary json for [`build_model_card`]: either the card's own format (a dict with `dataset`
+    and `metrics`, or a list of them) or an `examples/evaluate.py` `summary.json` (converted with
+    [`summaries_from_evaluation_report`]).
+
+    Raises:
+        `ValueError` naming the file when it is missing, is not json, or is in neither format.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ValueError(f"Evaluation summary {str(path)!r} cannot be read ({error}).") from error
+    except ValueError as error:
+        raise ValueError(f"Evaluation summary {str(path)!r} is not json ({error}).") from error
+    if isinstance(content, Mapping) and "datasets" in content:
+        try:
+            return summaries_from_evaluation_report(content)
+        except ValueError as error:
+            raise ValueError(f"Evaluation summary {str(path)!r}: {error}") from error
+    try:
+        eval_results_from_summary(content)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"Evaluation summary {str(path)!r}: {error}") from error
+    return content
+
+
+def save_model_card(folder: str | Path, config: GLIPConfig | None = None, **card_arguments: Any) -> ModelCard:
+    """Build the card of the checkpoint in `folder` ([`build_model_card`]; the config is read from the folder when
+    not given), check it offline ([`check_model_card`]) and write it as `folder/README.md`.
+
+    Args:
+        folder: a saved GLIP folder (`config.json`).
+        config ([`GLIPConfig`], *optional*): the checkpoint's config; default `GLIPConfig.from_pretrained(folder)`.
+        card_arguments: the keyword arguments of [`build_model_card`] (`base_model`, `datasets`,
+            `evaluation_summary`, `license`, `model_name`, `repo_id`, `tags`, `description`, `template_path`).
+
+    Returns:
+        The written `ModelCard`.
+    """
+    folder = Path(folder)
+    if config is None:
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"`folder` = {str(folder)!r} holds no config.json; save the model into it first.")
+        config = GLIPConfig.from_pretrained(folder)
+    card = build_model_card(config, **card_arguments)
+    check_model_card(card)
+    card.save(folder / MODEL_CARD_FILE_NAME)
+    return card
+
+
+def publish_folder(
+    folder: str | Path,
+    repo_id: str,
+    commit_message: str | None = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    api: Any | None = None,
+    ignore_patterns: list[str] | None = None,
+    **card_arguments: Any,
+) -> str:
+    """Write the model card into a saved folder ([`save_model_card`], with `repo_id` in its usage snippet) and upload
+    the folder to `repo_id` in one commit ([`push_folder_to_hub`]: weights, configs, tokenizer, the remote-code
+    files and `README.md`).
+
+    Args:
+        folder, repo_id, commit_message, token, private, revision, create_pr, api, ignore_patterns: see
+            [`push_folder_to_hub`].
+        card_arguments: the keyword arguments of [`build_model_card`] except `repo_id`.
+
+    Returns:
+        `str`: the URL of the commit (or pull request).
+
+    Raises:
+        `ValueError` for a `repo_id` that is not a Hub id, and the errors of [`build_model_card`].
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"`repo_id` = {repo_id!r} is not a Hub model id ({error}).") from None
+    save_model_card(folder, repo_id=repo_id, **card_arguments)
+    return push_folder_to_hub(
+        folder,
+        repo_id,
+        commit_message=commit_message,
+        token=token,
+        private=private,
+        create_pr=create_pr,
+        revision=revision,
+        api=api,
+        ignore_patterns=ignore_patterns,
+    )

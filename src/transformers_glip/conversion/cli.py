@@ -5,6 +5,12 @@ python -m transformers_glip.convert_glip_original_checkpoint --checkpoint glip_t
     --original-config configs/pretrain/glip_Swin_T_O365_GoldG.yaml --text-model bert-base-uncased --output glip-t
 ```
 
+`--checkpoint` may name a file of a Hub repository, `REPO_ID:FILENAME` (or `REPO_ID@REVISION:FILENAME`), e.g.
+`GLIPModel/GLIP:glip_tiny_model_o365_goldg.pth`: it is downloaded once with `huggingface_hub.hf_hub_download` into
+the Hub cache (an existing local path always wins). The command line also writes the model card (`README.md`,
+[`model_card_glip.save_model_card`]) into the output folder, and with `--push_to_hub REPO_ID` (`--private`,
+`--revision`, `--commit_message`) uploads the folder in one commit ([`model_card_glip.publish_folder`]).
+
 The output folder is written as a whole: the files go into a temporary sibling folder that then replaces the output
 folder, so no file of an earlier conversion survives (old weight shards, a stale `model.safetensors`) and a failed
 conversion leaves nothing behind. A non-empty output folder that is not the output of an earlier conversion is
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..image_processing_glip import GLIPImageProcessor
+from ..model_card_glip import load_evaluation_summary, publish_folder, save_model_card
 from ..modeling_glip import GLIPForGrounding
 from ..processing_glip import GLIPProcessor
 from .key_tables import convert_state_dict, to_original_layout
@@ -42,11 +49,14 @@ from .verification import verify_against_reference
 
 __all__ = [
     "CONVERSION_OUTPUT_FILE_PATTERNS",
+    "HUB_FILE_PATTERN",
+    "OFFICIAL_WEIGHTS_REPO_ID",
     "check_output_folder",
     "convert_checkpoint",
     "is_conversion_output",
     "main",
     "parse_arguments",
+    "resolve_hub_file",
     "run_command_line",
 ]
 
@@ -67,7 +77,49 @@ CONVERSION_OUTPUT_FILE_PATTERNS: tuple[str, ...] = (
     r"processor_config\.json",
     r"preprocessor_config\.json",
     r"glip_shim\.py",
+    r"[a-z_]*glip[a-z_]*\.py",  # the remote-code copies of the package modules (hub_glip.add_remote_code_files)
+    r"README\.md",  # the model card
 )
+
+
+# `owner/name:path/in/repo` or `owner/name@revision:path/in/repo` (a Hub file; see `resolve_hub_file`).
+HUB_FILE_PATTERN = re.compile(r"(?P<repo_id>[\w.-]+/[\w.-]+)(?:@(?P<revision>[^:@]+))?:(?P<filename>[^:]+)")
+# Where microsoft/GLIP's released checkpoints are hosted (the default `base_model` of their cards).
+OFFICIAL_WEIGHTS_REPO_ID = "GLIPModel/GLIP"
+
+
+def resolve_hub_file(reference: str | Path, name: str = "checkpoint") -> tuple[Path, str | None]:
+    """A local path, or a Hub file `REPO_ID[@REVISION]:FILENAME` downloaded (once, into the Hub cache) with
+    `huggingface_hub.hf_hub_download`.
+
+    A path that exists locally is used as it is, even if it looks like a Hub reference; anything else that is not a
+    Hub reference is returned unchanged (the reader then reports a missing file).
+
+    Returns:
+        `(path, repo_id)`: the local file and the Hub repository it came from (None for a local path).
+
+    Raises:
+        `ValueError` naming `name` and the reference when the download fails (unknown repository or file, no
+        network and not in the cache).
+    """
+    reference = str(reference)
+    match = HUB_FILE_PATTERN.fullmatch(reference)
+    if Path(reference).exists() or match is None:
+        return Path(reference), None
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
+
+    try:
+        path = huggingface_hub.hf_hub_download(
+            repo_id=match["repo_id"], filename=match["filename"], revision=match["revision"]
+        )
+    except (EntryNotFoundError, HfHubHTTPError, HFValidationError, OSError, ValueError) as error:
+        raise ValueError(
+            f"`{name}` = {reference!r}: could not download {match['filename']!r} from the Hub repository "
+            f"{match['repo_id']!r} ({type(error).__name__}: {error}). Check the repository id and file name "
+            "(REPO_ID:FILENAME), or pass a local path."
+        ) from error
+    return Path(path), match["repo_id"]
 
 
 def is_conversion_output(folder: str | Path) -> bool:
@@ -276,6 +328,27 @@ def parse_arguments(arguments: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verify-against", help="reference outputs.safetensors of the official model (optional)")
     parser.add_argument("--verify-inputs", help="reference inputs.safetensors (default: next to --verify-against)")
     parser.add_argument("--verify-tolerance", type=float, default=1e-3, help="max |difference| (default 1e-3)")
+    card = parser.add_argument_group("model card (README.md of the output folder)")
+    card.add_argument(
+        "--base-model",
+        "--base_model",
+        nargs="+",
+        help=f"Hub id(s) of the model converted from (default: the repository of a Hub --checkpoint, e.g. "
+        f"{OFFICIAL_WEIGHTS_REPO_ID})",
+    )
+    card.add_argument("--datasets", nargs="+", help="pre-training datasets (Hub dataset ids or names)")
+    card.add_argument(
+        "--evaluation-summary",
+        "--evaluation_summary",
+        help="json for the model-index: examples/evaluate.py's summary.json or the card's summary format",
+    )
+    card.add_argument("--model-name", "--model_name", help="card title (default: the variant, e.g. GLIP-T)")
+    card.add_argument("--license", default="mit", help="Hub license id (default: mit, the official license)")
+    hub = parser.add_argument_group("upload")
+    hub.add_argument("--push-to-hub", "--push_to_hub", metavar="REPO_ID", help="upload the output folder to REPO_ID")
+    hub.add_argument("--private", action="store_true", help="create the repository as private")
+    hub.add_argument("--revision", help="branch to commit to (created when missing; default main)")
+    hub.add_argument("--commit-message", "--commit_message", help="commit message (default: one naming the source)")
     return parser.parse_args(arguments)
 
 
@@ -283,8 +356,12 @@ def main(arguments: list[str] | None = None) -> None:
     """Command-line entry point; raises `ValueError` for bad input (see `run_command_line`)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parsed = parse_arguments(arguments)
-    convert_checkpoint(
-        checkpoint_path=parsed.checkpoint,
+    evaluation_summary = (
+        load_evaluation_summary(parsed.evaluation_summary) if parsed.evaluation_summary is not None else None
+    )
+    checkpoint_path, checkpoint_repo_id = resolve_hub_file(parsed.checkpoint, "--checkpoint")
+    model = convert_checkpoint(
+        checkpoint_path=checkpoint_path,
         output_dir=parsed.output,
         original_config=parsed.original_config,
         variant=parsed.variant,
@@ -294,6 +371,27 @@ def main(arguments: list[str] | None = None) -> None:
         verify_tolerance=parsed.verify_tolerance,
         overwrite=parsed.overwrite,
     )
+    base_model = parsed.base_model or checkpoint_repo_id
+    card_arguments = {
+        "base_model": base_model[0] if isinstance(base_model, list) and len(base_model) == 1 else base_model,
+        "datasets": parsed.datasets,
+        "evaluation_summary": evaluation_summary,
+        "license": parsed.license,
+        "model_name": parsed.model_name,
+    }
+    if parsed.push_to_hub is None:
+        save_model_card(parsed.output, config=model.config, **card_arguments)
+        return
+    url = publish_folder(
+        parsed.output,
+        parsed.push_to_hub,
+        commit_message=parsed.commit_message or f"Convert {parsed.checkpoint} with transformers-glip",
+        private=parsed.private or None,
+        revision=parsed.revision,
+        config=model.config,
+        **card_arguments,
+    )
+    logger.info("Uploaded %s to %s", parsed.output, url)
 
 
 def run_command_line(arguments: list[str] | None = None) -> int:
