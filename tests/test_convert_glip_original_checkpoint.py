@@ -487,7 +487,7 @@ def converted_tiny_a(tmp_path_factory) -> Path:
         "--output",
         str(output),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY_ROOT, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY_ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return output
 
@@ -691,7 +691,7 @@ def _arguments(checkpoint: Path, output: Path, *extra: str, config: Path = TINY_
 def test_cli_refuses_a_checkpoint_holding_nan(tmp_path):
     command = [sys.executable, "-m", "transformers_glip.convert_glip_original_checkpoint"]
     command += _arguments(_nan_checkpoint(tmp_path), tmp_path / "never")
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY_ROOT, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY_ROOT, timeout=900)
     assert result.returncode == 1, result.stderr[-4000:]
     assert re.search(r"holding NaN or Inf[\s\S]*rpn\.head\.bias0: 1 NaN", result.stderr), result.stderr[-4000:]
     assert "Traceback" not in result.stderr
