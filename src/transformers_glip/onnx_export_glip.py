@@ -22,8 +22,10 @@ exported as the ONNX operator `DeformConv` (opset 19; onnxruntime's CPU provider
 `torchvision.ops.deform_conv2d` to 1e-6). torchvision registers no ONNX symbolic for `deform_conv2d`, so the export
 registers one for the duration of the call. The GLIP offset-reuse quirk (the coarser neighbour's conv reads the
 offsets of level l as a flat prefix, `reinterpret_offsets_for_output`) is traced as the reshape + slice it is.
-The graph is produced by the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`): the dynamo exporter
-needs `onnxscript` and cannot take the DeformConv symbolic this way.
+The graph is produced by the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`, deprecated since torch
+2.9 but present in 2.14): the dynamo exporter needs `onnxscript` (not a dependency) and its own translation of
+`deform_conv2d`, and the model's shape arithmetic (Swin window padding, offset reuse) would become guards on
+symbolic sizes; with one fixed image size the TorchScript trace is exact.
 
 What does not export, and why:
 
@@ -45,6 +47,7 @@ What does not export, and why:
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -154,9 +157,10 @@ def _is_floating(value) -> bool:
 def _register_floor_division_symbolic(opset_version: int) -> None:
     """Export Python's `//` on traced integer sizes as a FLOOR division.
 
-    The TorchScript exporter maps `aten::floordiv` / `aten::floor_divide` to a truncating ONNX `Div`, so `-(-height // window)` (the Swin
-    stage's ceiling division) gives the floor instead of the ceiling for sizes that are not multiples of the window:
-    the shifted-window mask then has fewer windows than the feature map and the graph fails at run time.
+    The TorchScript exporter maps `aten::floordiv` / `aten::floor_divide` to a truncating ONNX `Div`, so
+    `-(-height // window)` (the Swin stage's ceiling division) gives the floor instead of the ceiling for sizes that
+    are not multiples of the window: the shifted-window mask then has fewer windows than the feature map and the
+    graph fails at run time.
     """
     from torch.onnx import register_custom_op_symbolic
 
@@ -275,7 +279,8 @@ def _check_image_size(image_size: Any, size_divisibility: int) -> tuple[int, int
     if size_divisibility > 0 and (height % size_divisibility or width % size_divisibility):
         raise ValueError(
             f"`image_size` {(height, width)} must be multiples of the processor's size_divisibility "
-            f"{size_divisibility} (the padded network-input size), e.g. {padded_size(height, width, size_divisibility)}."
+            f"{size_divisibility} (the padded network-input size), e.g. "
+            f"{padded_size(height, width, size_divisibility)}."
         )
     return height, width
 
@@ -388,7 +393,13 @@ def _export(
     _register_deform_conv_symbolic(opset_version)
     _register_floor_division_symbolic(opset_version)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Expected for a graph of one image size: the feature-map sizes, the offset-reuse branch and the anchors
+            # are constants of the trace (see the module docstring).
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning
+            )
             torch.onnx.export(
                 graph,
                 example_inputs,
@@ -455,6 +466,11 @@ class GLIPOnnxDetector:
         self.text_labels = self.metadata.get("text_labels")
 
     @property
+    def pad_size(self) -> dict[str, int]:
+        """The processor argument that pads images to the graph's size: `processor(images, pad_size=...)`."""
+        return {"height": self.image_size[0], "width": self.image_size[1]}
+
+    @property
     def has_fixed_vocabulary(self) -> bool:
         """True for a graph exported with `labels` (only `pixel_values` as input)."""
         return self.metadata["form"] == "fixed_vocabulary"
@@ -515,9 +531,10 @@ class GLIPOnnxDetector:
             `text_labels` when known (torch tensors, like the processor).
         """
         check_score_threshold(threshold)
-        outputs = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in self.run(
-            pixel_values, **text_inputs
-        ).items()}
+        outputs = {
+            name: torch.from_numpy(np.ascontiguousarray(value))
+            for name, value in self.run(pixel_values, **text_inputs).items()
+        }
         batch_size = outputs["logits"].shape[0]
         if self.has_fixed_vocabulary:
             if positive_map is not None or text_labels is not None:
