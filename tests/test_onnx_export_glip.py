@@ -36,6 +36,7 @@ from transformers_glip import GLIPConfig, GLIPForGrounding, GLIPImageProcessor, 
 from transformers_glip.onnx_export_glip import (  # noqa: E402
     MINIMUM_OPSET_VERSION,
     GLIPOnnxDetector,
+    decomposed_deform_conv2d,
     default_export_image_size,
     export_glip_to_onnx,
     export_pretrained_glip_to_onnx,
@@ -257,6 +258,55 @@ def test_demo_size_model_with_random_weights_matches_eager(image, tmp_path):
     check_both_forms(model, processor, [image], tmp_path, threshold=None)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_decomposed_deform_conv_equals_torchvision(stride):
+    """The decomposition (for runtimes without DeformConv) against `torchvision.ops.deform_conv2d`, with offsets of
+    several pixels that sample outside the map on every side. Tolerance 1e-5: the same products summed in another
+    order (measured ~1e-6)."""
+    from torchvision.ops import deform_conv2d
+
+    generator = torch.Generator().manual_seed(0)
+    hidden_states = torch.randn(2, 5, 7, 9, generator=generator)
+    weight, bias = torch.randn(4, 5, 3, 3, generator=generator), torch.randn(4, generator=generator)
+    out_height, out_width = (7 + 2 - 3) // stride + 1, (9 + 2 - 3) // stride + 1
+    offset = 3.0 * torch.randn(2, 18, out_height, out_width, generator=generator)
+    mask = torch.rand(2, 9, out_height, out_width, generator=generator)
+    expected = deform_conv2d(hidden_states, offset, weight, bias, stride=stride, padding=1, mask=mask)
+    actual = decomposed_deform_conv2d(hidden_states, offset, mask, weight, bias, stride, 1)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_decomposed_export_matches_eager_without_deform_conv_nodes(tiny_deformable, image, tmp_path):
+    """`deformable_conv="decomposed"`: no DeformConv node, same outputs and detections as eager."""
+    model, processor = tiny_deformable
+    path = export_glip_to_onnx(model, processor, tmp_path / "decomposed.onnx", deformable_conv="decomposed")
+    operators = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "DeformConv" not in operators and "GatherElements" in operators
+    detector = GLIPOnnxDetector(path)
+    encoded = processor(images=image, text=LABELS, pad_size=detector.pad_size, return_tensors="pt")
+    expected_raw, outputs = eager_outputs(model, encoded)
+    text_inputs = {name: encoded[name].numpy() for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert_outputs_close(detector.run(encoded["pixel_values"].numpy(), **text_inputs), expected_raw)
+    expected = processor.post_process_grounded_object_detection(
+        outputs,
+        threshold=None,
+        positive_map=encoded["positive_map"],
+        text_labels=encoded["text_labels"],
+        image_sizes=encoded["image_sizes"],
+        config=model.config,
+    )
+    actual = detector(
+        encoded["pixel_values"].numpy(),
+        encoded["image_sizes"],
+        threshold=None,
+        positive_map=encoded["positive_map"],
+        text_labels=encoded["text_labels"],
+        **text_inputs,
+    )
+    assert_same_detections(actual, expected)
+    assert json.loads(onnx_metadata_path(path).read_text())["deformable_conv"] == "decomposed"
+
+
 def test_metadata_holds_what_the_post_processing_needs(tiny_deformable, tmp_path):
     model, processor = tiny_deformable
     path = export_glip_to_onnx(model, processor, tmp_path / "fixed.onnx", labels=LABELS, opset_version=20)
@@ -300,6 +350,8 @@ def test_export_rejects_bad_arguments(tiny_deformable, tmp_path):
         export_glip_to_onnx(model, processor, tmp_path / "a.onnx", labels="cat")
     with pytest.raises(ValueError, match=r"`labels\[1\]`"):
         export_glip_to_onnx(model, processor, tmp_path / "a.onnx", labels=["cat", " "])
+    with pytest.raises(ValueError, match="`deformable_conv` must be one of"):
+        export_glip_to_onnx(model, processor, tmp_path / "a.onnx", deformable_conv="plain")
     with pytest.raises(ValueError, match="is a folder"):
         export_glip_to_onnx(model, processor, tmp_path)
     with pytest.raises(ValueError, match="holds no config.json"):
@@ -360,6 +412,7 @@ def test_glip_export_writes_a_graph_that_runs(tiny_deformable_directory, tmp_pat
     "extra, message",
     [
         (["--format", "tensorrt"], "invalid choice: 'tensorrt'"),
+        (["--deformable-conv", "mmcv"], "invalid choice: 'mmcv'"),
         (["--opset", "17"], "--opset 17: ONNX DeformConv"),
         (["--opset", "zero"], "expected a positive integer"),
         (["--labels", "cat", ""], "--labels: label 2 is empty"),

@@ -232,6 +232,13 @@ def _add_export_parser(commands) -> None:
         metavar=("HEIGHT", "WIDTH"),
         help="padded input size of the graph, multiples of 32 (default: the processor's landscape maximum)",
     )
+    export_parser.add_argument(
+        "--deformable-conv",
+        choices=["onnx", "decomposed"],
+        default="onnx",
+        help="the head's deformable convs as ONNX DeformConv (default) or decomposed into gathers + MatMul, for "
+        "runtimes without DeformConv",
+    )
 
 
 def find_examples_directory() -> Path | None:
@@ -568,7 +575,13 @@ def _run_export(arguments: argparse.Namespace) -> int:
 
     print(f"Exporting {arguments.model} to {output} (opset {arguments.opset}) ...", file=sys.stderr)
     export_glip_to_onnx(
-        model.float(), processor, output, labels=labels, opset_version=arguments.opset, image_size=image_size
+        model.float(),
+        processor,
+        output,
+        labels=labels,
+        opset_version=arguments.opset,
+        image_size=image_size,
+        deformable_conv=arguments.deformable_conv,
     )
     print(f"Wrote {output} and {onnx_metadata_path(output)}", file=sys.stderr)
     return 0

@@ -22,6 +22,10 @@ exported as the ONNX operator `DeformConv` (opset 19; onnxruntime's CPU provider
 `torchvision.ops.deform_conv2d` to 1e-6). torchvision registers no ONNX symbolic for `deform_conv2d`, so the export
 registers one for the duration of the call. The GLIP offset-reuse quirk (the coarser neighbour's conv reads the
 offsets of level l as a flat prefix, `reinterpret_offsets_for_output`) is traced as the reshape + slice it is.
+For runtimes without `DeformConv` (onnxruntime before its CPU kernel, other execution providers),
+`deformable_conv="decomposed"` exports an exact decomposition instead: bilinear sampling by `GatherElements` and one
+`MatMul` per conv ([`decomposed_deform_conv2d`], equal to torchvision's kernel to float rounding; it holds the
+sampled columns, `9 x channels x H' x W'` floats per image, so it needs more memory).
 The graph is produced by the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`, deprecated since torch
 2.9 but present in 2.14): the dynamo exporter needs `onnxscript` (not a dependency) and its own translation of
 `deform_conv2d`, and the model's shape arithmetic (Swin window padding, offset reuse) would become guards on
@@ -46,6 +50,7 @@ What does not export, and why:
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -57,7 +62,7 @@ import torch
 from torch import nn
 
 from .box_geometry_glip import generate_anchors, padded_size
-from .modeling_glip import GLIPForGrounding
+from .modeling_glip import GLIPConvNorm, GLIPForGrounding, GLIPModulatedDeformConv
 from .postprocessing_glip import (
     DEFAULT_SCORE_THRESHOLD,
     check_score_threshold,
@@ -67,18 +72,23 @@ from .postprocessing_glip import (
 from .processing_glip import GLIPProcessor
 
 __all__ = [
+    "DEFORMABLE_CONV_EXPORTS",
     "DEFAULT_OPSET_VERSION",
     "MINIMUM_OPSET_VERSION",
     "ONNX_METADATA_FORMAT",
+    "GLIPDecomposedDeformConv",
     "GLIPFixedVocabularyGraph",
     "GLIPOnnxDetector",
     "GLIPTextInputGraph",
+    "decomposed_deform_conv2d",
     "default_export_image_size",
     "export_glip_to_onnx",
     "export_pretrained_glip_to_onnx",
     "onnx_metadata_path",
 ]
 
+# How the modulated deformable convs are exported: the ONNX operator, or bilinear gathers + a matrix product.
+DEFORMABLE_CONV_EXPORTS = ("onnx", "decomposed")
 # ONNX `DeformConv` exists from opset 19 on.
 MINIMUM_OPSET_VERSION = 19
 DEFAULT_OPSET_VERSION = 19
@@ -177,6 +187,106 @@ def _register_floor_division_symbolic(opset_version: int) -> None:
 
     for name in FLOOR_DIVISION_OPERATORS:
         register_custom_op_symbolic(name, floor_division_symbolic, opset_version)
+
+
+def decomposed_deform_conv2d(
+    hidden_states: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    stride: int,
+    padding: int,
+) -> torch.Tensor:
+    """Modulated deformable convolution (`torchvision.ops.deform_conv2d` with one offset group, dilation 1) in
+    plain tensor ops: bilinear sampling by `gather` on the flattened map, then one matrix product.
+
+    Sampling follows torchvision's kernel: a point `(y, x)` outside `(-1, height) x (-1, width)` reads 0; inside,
+    each of its four integer neighbours contributes its bilinear weight when it lies in the map (zero padding).
+
+    Args:
+        hidden_states: `(batch, channels, height, width)`.
+        offset: `(batch, 2 * kernel_taps, out_height, out_width)`, `(dy, dx)` interleaved per tap.
+        mask: `(batch, kernel_taps, out_height, out_width)`.
+        weight: `(out_channels, channels, kernel_height, kernel_width)`; bias: `(out_channels,)`.
+
+    Returns:
+        `(batch, out_channels, out_height, out_width)`.
+    """
+    batch_size, channels, height, width = hidden_states.shape
+    out_channels, _, kernel_height, kernel_width = weight.shape
+    out_height, out_width = offset.shape[-2:]
+    num_taps = kernel_height * kernel_width
+    dtype, device = hidden_states.dtype, hidden_states.device
+    output_rows = torch.arange(out_height, dtype=dtype, device=device) * stride - padding  # (out_height,)
+    output_columns = torch.arange(out_width, dtype=dtype, device=device) * stride - padding  # (out_width,)
+    tap_rows = torch.arange(kernel_height, dtype=dtype, device=device).repeat_interleave(kernel_width)  # (taps,)
+    tap_columns = torch.arange(kernel_width, dtype=dtype, device=device).repeat(kernel_height)  # (taps,)
+    offset = offset.reshape(batch_size, num_taps, 2, out_height, out_width)  # (batch, taps, (dy, dx), H', W')
+    # (batch, taps, out_height, out_width) sampling points in input pixels
+    rows = output_rows[None, None, :, None] + tap_rows[None, :, None, None] + offset[:, :, 0]
+    columns = output_columns[None, None, None, :] + tap_columns[None, :, None, None] + offset[:, :, 1]
+    inside = (rows > -1) & (rows < height) & (columns > -1) & (columns < width)
+    row_low, column_low = torch.floor(rows), torch.floor(columns)
+    row_fraction, column_fraction = rows - row_low, columns - column_low
+    flat_states = hidden_states.reshape(batch_size, channels, height * width)  # (batch, channels, H * W)
+    sampled = torch.zeros(batch_size, channels, num_taps * out_height * out_width, dtype=dtype, device=device)
+    corners = (
+        (0, 0, (1 - row_fraction) * (1 - column_fraction)),
+        (0, 1, (1 - row_fraction) * column_fraction),
+        (1, 0, row_fraction * (1 - column_fraction)),
+        (1, 1, row_fraction * column_fraction),
+    )
+    for row_step, column_step, corner_weight in corners:
+        corner_rows, corner_columns = row_low + row_step, column_low + column_step
+        valid = inside & (corner_rows >= 0) & (corner_rows <= height - 1)
+        valid = valid & (corner_columns >= 0) & (corner_columns <= width - 1)
+        index = corner_rows.clamp(0, height - 1) * width + corner_columns.clamp(0, width - 1)
+        # (batch, taps, H', W') -> (batch, channels, taps * H' * W'): the same points for every channel
+        index = index.to(torch.int64).reshape(batch_size, 1, -1).expand(batch_size, channels, -1)
+        corner_scale = (corner_weight * valid.to(dtype)).reshape(batch_size, 1, -1)  # (batch, 1, taps * H' * W')
+        sampled = sampled + torch.gather(flat_states, 2, index) * corner_scale
+    sampled = sampled * mask.reshape(batch_size, 1, -1)  # modulation, (batch, channels, taps * H' * W')
+    # (batch, channels * taps, H' * W'): row c * taps + tap, the order of `weight.reshape(out, channels * taps)`
+    sampled = sampled.reshape(batch_size, channels * num_taps, out_height * out_width)
+    output = torch.matmul(weight.reshape(out_channels, channels * num_taps), sampled)  # (batch, out, H' * W')
+    output = output + bias[None, :, None]
+    return output.reshape(batch_size, out_channels, out_height, out_width)  # (batch, out, H', W')
+
+
+class GLIPDecomposedDeformConv(nn.Module):
+    """Drop-in for `GLIPModulatedDeformConv` (same parameters, same call) that runs [`decomposed_deform_conv2d`]:
+    for runtimes without ONNX `DeformConv` (`deformable_conv="decomposed"`)."""
+
+    def __init__(self, deformable_conv: GLIPModulatedDeformConv):
+        super().__init__()
+        self.weight = deformable_conv.weight
+        self.bias = deformable_conv.bias
+        self.stride = deformable_conv.stride
+        self.padding = deformable_conv.padding
+        self.output_size = deformable_conv.output_size
+
+    def forward(self, hidden_states: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(batch, channels, height, width)`, offsets `(batch, 18, H', W')`, masks `(batch, 9, H', W')` ->
+        `(batch, out_channels, H', W')`."""
+        return decomposed_deform_conv2d(
+            hidden_states.float(),
+            offset.float(),
+            mask.float(),
+            self.weight.float(),
+            self.bias.float(),
+            self.stride,
+            self.padding,
+        ).to(hidden_states.dtype)
+
+
+def _with_decomposed_deform_convs(model: GLIPForGrounding) -> GLIPForGrounding:
+    """A copy of `model` whose modulated deformable convs run [`decomposed_deform_conv2d`] (same weights)."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, GLIPConvNorm) and isinstance(module.conv, GLIPModulatedDeformConv):
+            module.conv = GLIPDecomposedDeformConv(module.conv)
+    return model
 
 
 class GLIPTextInputGraph(nn.Module):
@@ -301,6 +411,7 @@ def export_glip_to_onnx(
     labels: Sequence[str] | None = None,
     opset_version: int = DEFAULT_OPSET_VERSION,
     image_size: tuple[int, int] | None = None,
+    deformable_conv: str = "onnx",
 ) -> Path:
     """Export `model` to an ONNX file and write the post-processing json next to it ([`onnx_metadata_path`]).
 
@@ -313,6 +424,9 @@ def export_glip_to_onnx(
         opset_version (`int`, defaults to 19): ONNX opset, at least 19 (`DeformConv`).
         image_size (`tuple[int, int]`, *optional*): padded `(height, width)` of the graph's input, multiples of the
             processor's `size_divisibility`; defaults to [`default_export_image_size`].
+        deformable_conv (`str`, defaults to `"onnx"`): `"onnx"` exports the head's modulated deformable convs as
+            ONNX `DeformConv`; `"decomposed"` as bilinear `GatherElements` + `MatMul` ([`decomposed_deform_conv2d`])
+            for runtimes without `DeformConv` (onnxruntime before its CPU kernel, TensorRT, ...).
 
     Returns:
         `Path` of the written `.onnx` file.
@@ -334,6 +448,8 @@ def export_glip_to_onnx(
     image_size = default_export_image_size(processor) if image_size is None else image_size
     image_size = _check_image_size(image_size, size_divisibility)
     labels = None if labels is None else _check_labels(labels)
+    if deformable_conv not in DEFORMABLE_CONV_EXPORTS:
+        raise ValueError(f"`deformable_conv` must be one of {DEFORMABLE_CONV_EXPORTS}, got {deformable_conv!r}.")
     output_path = Path(output_path)
     if output_path.is_dir():
         raise ValueError(f"`output_path` {output_path} is a folder; pass the .onnx file to write.")
@@ -341,7 +457,8 @@ def export_glip_to_onnx(
     was_training, device = model.training, next(model.parameters()).device
     model.eval().to("cpu")
     try:
-        return _export(model, processor, output_path, labels, opset_version, image_size)
+        exported = _with_decomposed_deform_convs(model) if deformable_conv == "decomposed" else model
+        return _export(exported, processor, output_path, labels, opset_version, image_size, deformable_conv)
     finally:
         model.to(device).train(was_training)
 
@@ -353,6 +470,7 @@ def _export(
     labels: list[str] | None,
     opset_version: int,
     image_size: tuple[int, int],
+    deformable_conv: str,
 ) -> Path:
     sequence_length = processor.max_text_length
     level_sizes = _feature_map_sizes(model, image_size)
@@ -366,6 +484,7 @@ def _export(
         "post_processing": post_processing_arguments(model.config),
         "output_names": list(OUTPUT_NAMES),
         "opset_version": opset_version,
+        "deformable_conv": deformable_conv if model.config.head_use_deformable_conv else None,
     }
     if labels is None:
         encoded = processor(text=["object"], return_tensors="pt")
@@ -425,6 +544,7 @@ def export_pretrained_glip_to_onnx(
     labels: Sequence[str] | None = None,
     opset_version: int = DEFAULT_OPSET_VERSION,
     image_size: tuple[int, int] | None = None,
+    deformable_conv: str = "onnx",
 ) -> Path:
     """[`export_glip_to_onnx`] of a saved / converted GLIP folder (`config.json`, weights, processor files)."""
     model_directory = Path(model_directory)
@@ -435,7 +555,7 @@ def export_pretrained_glip_to_onnx(
         )
     model = GLIPForGrounding.from_pretrained(model_directory, dtype=torch.float32)
     processor = GLIPProcessor.from_pretrained(model_directory)
-    return export_glip_to_onnx(model, processor, output_path, labels, opset_version, image_size)
+    return export_glip_to_onnx(model, processor, output_path, labels, opset_version, image_size, deformable_conv)
 
 
 class GLIPOnnxDetector:
