@@ -44,8 +44,10 @@ What does not export, and why:
   on the processor's default `/32` padding unless the sizes coincide). Export once per size (e.g. a portrait one).
 * **Other text lengths**: the sequence length is the processor's `max_text_length` (the official padding to 256).
 * **Half precision, training, the loss, `output_hidden_states` / `output_attentions`**: not part of the graph.
-* **Chunked label lists** (more labels than fit in one prompt): the fixed form takes one prompt; the text-input
-  form runs each chunk as one prompt, and `GLIPProcessor.post_process_chunked_object_detection` merges them.
+* **Chunked label lists** (more labels than fit in one prompt, e.g. LVIS): the fixed form bakes in ONE prompt, so pass
+  labels whose detection prompt fits in `max_text_length` tokens (export several graphs for more); the text-input
+  form can run each chunk of `GLIPProcessor.encode_label_chunks` as a batch of prompts of one image
+  repeated (not tested here).
 """
 
 from __future__ import annotations
@@ -665,7 +667,10 @@ class GLIPOnnxDetector:
             text_labels = [self.text_labels] * batch_size
         elif positive_map is None:
             raise ValueError("Pass the processor's `positive_map` for the prompt (text-input graph).")
-        positive_map = torch.as_tensor(np.asarray(positive_map), dtype=torch.float32)
+        if isinstance(positive_map, (list, tuple)):  # per-image maps, possibly of different label counts
+            positive_map = [torch.as_tensor(np.asarray(image_map), dtype=torch.float32) for image_map in positive_map]
+        else:
+            positive_map = torch.as_tensor(np.asarray(positive_map), dtype=torch.float32)
         results = post_process_grounded_detections(
             outputs["logits"],
             outputs["pred_boxes"],
