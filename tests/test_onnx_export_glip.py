@@ -146,11 +146,12 @@ def assert_same_detections(actual: list[dict], expected: list[dict], minimum: in
         torch.testing.assert_close(actual_image["boxes"], expected_image["boxes"], atol=BOX_ATOL, rtol=0)
 
 
-def check_both_forms(model, processor, images, tmp_path, threshold, image_size=None, minimum=1):
-    """Export both forms, run them with onnxruntime on `images` (padded to the graph size) and compare the raw
-    outputs and the detections with eager PyTorch + the processor's post-processing. Returns the text graph's path."""
+def check_both_forms(model, processor, images, tmp_path, threshold, image_size=None, minimum=1, labels=LABELS):
+    """Export both forms (the fixed one for `labels`), run them with onnxruntime on `images` (padded to the graph
+    size) and compare the raw outputs and the detections with eager PyTorch + the processor's post-processing, for
+    the prompts `labels` and `CAPTION`. Returns the fixed graph's path."""
     text_path = export_glip_to_onnx(model, processor, tmp_path / "text.onnx", image_size=image_size)
-    fixed_path = export_glip_to_onnx(model, processor, tmp_path / "fixed.onnx", labels=LABELS, image_size=image_size)
+    fixed_path = export_glip_to_onnx(model, processor, tmp_path / "fixed.onnx", labels=labels, image_size=image_size)
     for path in (text_path, fixed_path):
         onnx.checker.check_model(str(path))
         operators = {node.op_type for node in onnx.load(str(path)).graph.node}
@@ -159,7 +160,7 @@ def check_both_forms(model, processor, images, tmp_path, threshold, image_size=N
     text_detector, fixed_detector = GLIPOnnxDetector(text_path), GLIPOnnxDetector(fixed_path)
     assert text_detector.input_names == ["pixel_values", "input_ids", "attention_mask", "token_type_ids"]
     assert fixed_detector.input_names == ["pixel_values"]
-    for prompt in (LABELS, CAPTION):
+    for prompt in (labels, CAPTION):
         # One prompt per image: a label list each, or a caption each (`phrase_spans` None: its noun phrases).
         prompts = {"text": [prompt] * len(images)}
         if isinstance(prompt, str):
@@ -187,7 +188,7 @@ def check_both_forms(model, processor, images, tmp_path, threshold, image_size=N
             **text_inputs,
         )
         assert_same_detections(actual, expected, minimum)
-        if prompt is LABELS:  # the fixed graph holds this prompt
+        if prompt is labels:  # the fixed graph holds this prompt
             assert_outputs_close(fixed_detector.run(encoded["pixel_values"].numpy()), expected_raw)
             actual = fixed_detector(
                 encoded["pixel_values"].numpy(),
@@ -196,7 +197,7 @@ def check_both_forms(model, processor, images, tmp_path, threshold, image_size=N
                 threshold=threshold,
             )
             assert_same_detections(actual, expected, minimum)
-    return text_path
+    return fixed_path
 
 
 # ------------------------------------------------------------------------------------------------ exported graphs
@@ -209,20 +210,18 @@ def test_tiny_random_model_with_deformable_convs_matches_eager(tiny_deformable, 
     check_both_forms(model, processor, images, tmp_path, threshold=None)
 
 
-def test_official_fixture_matches_eager_and_the_official_detections(tiny_a_dir, image, tmp_path):
+def test_official_fixture_matches_eager_and_the_official_detections(tiny_a_dir, image, tmp_path, match_detections):
     """The converted official fixture `tiny_a` at its own padded size 320x448 (so the graph sees the very tensor of
     the parity tests): ONNX == eager, and the fixed-vocabulary graph of the official label-list prompt reproduces
     the official detections."""
-    model = GLIPForGrounding.from_pretrained(tiny_a_dir).eval()
-    processor = GLIPProcessor.from_pretrained(tiny_a_dir)
-    check_both_forms(model, processor, [image], tmp_path, threshold=None, image_size=(320, 448))
-
     from safetensors.torch import load_file
 
+    model = GLIPForGrounding.from_pretrained(tiny_a_dir).eval()
+    processor = GLIPProcessor.from_pretrained(tiny_a_dir)
     prompt = json.loads((FIXTURE / "detection_prompt.json").read_text())
     recorded = load_file(FIXTURE / "detection_outputs.safetensors")
-    path = export_glip_to_onnx(
-        model, processor, tmp_path / "official.onnx", labels=prompt["labels"], image_size=(320, 448)
+    path = check_both_forms(
+        model, processor, [image], tmp_path, threshold=None, image_size=(320, 448), labels=prompt["labels"]
     )
     detector = GLIPOnnxDetector(path)
     encoded = processor(images=image, return_tensors="pt")
@@ -230,11 +229,8 @@ def test_official_fixture_matches_eager_and_the_official_detections(tiny_a_dir, 
     (result,) = detector(
         encoded["pixel_values"].numpy(), encoded["image_sizes"], target_sizes=encoded["original_sizes"], threshold=None
     )
-    expected_boxes = recorded["detections.boxes_xyxy"]
-    assert len(result["scores"]) == len(expected_boxes)
-    order = torch.argsort(result["scores"], descending=True, stable=True)
-    torch.testing.assert_close(result["scores"][order], recorded["detections.scores"], atol=SCORE_ATOL, rtol=0)
-    assert sorted(result["labels"].tolist()) == sorted((recorded["detections.labels"] - 1).tolist())
+    expected = (recorded["detections.boxes_xyxy"], recorded["detections.scores"], recorded["detections.labels"] - 1)
+    match_detections((result["boxes"], result["scores"], result["labels"]), expected, SCORE_ATOL, BOX_ATOL)
 
 
 def test_demo_size_model_with_random_weights_matches_eager(image, tmp_path):

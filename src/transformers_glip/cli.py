@@ -557,7 +557,18 @@ def _run_export(arguments: argparse.Namespace) -> int:
         raise CommandLineError(
             f"--model {arguments.model}: {problem}; pass a folder written by `glip convert` or save_pretrained"
         )
-    model, processor = _load_model(arguments.model, "cpu", local_files_only=True)
+    if not (path / "config.json").is_file():
+        raise CommandLineError(
+            f"--model {arguments.model}: the folder has no config.json; pass a folder written by `glip convert` or "
+            "save_pretrained"
+        )
+    from . import GLIPProcessor
+
+    try:  # the processor first: the size checks need it, and it loads without a progress bar
+        processor = GLIPProcessor.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandLineError(f"--model {arguments.model}: cannot load the GLIP processor: {reason}") from None
     divisibility = processor.image_processor.size_divisibility
     image_size = tuple(arguments.image_size) if arguments.image_size else None
     if image_size is not None and divisibility > 0 and any(value % divisibility for value in image_size):
@@ -570,6 +581,7 @@ def _run_export(arguments: argparse.Namespace) -> int:
             f"--model {arguments.model}: the processor has no long-side cap, so no default graph size holds every "
             "image; pass --image-size HEIGHT WIDTH"
         )
+    model, _ = _load_model(arguments.model, "cpu", local_files_only=True)
 
     from .onnx_export_glip import export_glip_to_onnx, onnx_metadata_path
 
