@@ -353,6 +353,8 @@ def test_stray_folders_in_checkpoints_are_ignored(pretrain, world, checkpointed_
         (["--lr_milestones", "0.9", "0.5"], "--lr_milestones must be increasing fractions"),
         (["--lr_milestones", "1.5"], "--lr_milestones must be increasing fractions"),
         (["--ema_decay", "1"], r"--ema_decay must be in \[0, 1\)"),
+        (["--min_lr", "-1"], "--min_lr must be a finite number >= 0"),
+        (["--lr_scheduler", "linear"], "invalid choice: 'linear'"),
         (["--train_min_sizes", "0"], "--train_min_sizes must all be >= 1"),
         (["--dataset", "coco", "train.json"], "coco takes KIND FILE IMAGE_DIR"),
         (["--dataset", "imagenet", "train.json"], "unknown KIND 'imagenet'"),
@@ -399,3 +401,32 @@ def test_lr_schedule_is_the_official_one_bit_for_bit(pretrain, warmup_steps, max
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)  # after both milestones: x 0.1 x 0.1
+
+
+def official_warmup_cosine_lr(base_lr, step, max_iters, warmup_iters, warmup_factor, eta_min):
+    """The official `WarmupCosineAnnealingLR.get_lr` (linear warmup), written out as in `solver/lr_scheduler.py`."""
+    if step < warmup_iters:
+        alpha = float(step) / warmup_iters
+        return base_lr * (warmup_factor * (1 - alpha) + alpha)
+    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * (step - warmup_iters) / max_iters)) / 2
+
+
+@pytest.mark.parametrize("warmup_steps, min_lr", [(50, 0.0), (0, 1e-6)])
+def test_cosine_lr_schedule_is_the_official_one(pretrain, warmup_steps, min_lr):
+    max_train_steps = 400
+    args = pretrain.parse_args(
+        ["--lr_scheduler", "cosine", "--min_lr", str(min_lr), "--warmup_steps", str(warmup_steps)]
+        + ["--max_train_steps", str(max_train_steps), "--learning_rate", "1e-4"]
+    )
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [parameter], "lr": 1e-4}, {"params": [], "lr": 3e-5}])
+    scheduler = pretrain.build_lr_scheduler(optimizer, args)
+    for step in range(max_train_steps):
+        for group, base_lr in zip(optimizer.param_groups, (1e-4, 3e-5)):
+            expected = official_warmup_cosine_lr(base_lr, step, max_train_steps, warmup_steps, 0.001, min_lr)
+            # min_lr enters as a ratio to each group's LR (LambdaLR multiplies base_lr): equal up to float rounding.
+            assert group["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-18), (step, group["lr"], expected)
+        optimizer.step()
+        scheduler.step()
+    # As officially, the cosine spans max_steps from the end of the warmup: the last LR is near, not at, the minimum.
+    assert optimizer.param_groups[0]["lr"] < 0.05 * 1e-4 + min_lr

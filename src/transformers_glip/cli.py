@@ -5,6 +5,7 @@ glip detect cat.jpg dog.jpg --model ./glip-t --labels cat dog "remote control" -
 glip detect street.jpg --model ./glip-t --caption "a man rides a bike past a red car" --json --output boxes/
 glip convert --checkpoint glip_tiny_model_o365_goldg.pth --variant glip-t --output glip-t
 glip train --model_preset tiny --output_dir out/demo
+glip app --model ./glip-t --port 7861
 ```
 
 - `glip detect`: labels go through [`detect`] (all labels of an image in one prompt, the official detection
@@ -17,9 +18,11 @@ glip train --model_preset tiny --output_dir out/demo
   `examples/finetune.py`, `examples/evaluate.py`, `examples/pseudo_label.py` of the source checkout in this process
   (the examples are not part of the installed package: they are found next to the package source, `src/..`, or in
   the folder named by the environment variable `GLIP_EXAMPLES_DIR`; else the command exits with status 2).
+- `glip app [--model DIR] [--port N] [--host H] [--share] [--device D]`: the Gradio demo page
+  ([`transformers_glip.app_glip`]; needs `pip install "transformers-glip[app]"`) on `http://127.0.0.1:N`, for the
+  folder `--model` (default `out/demo`, the model `make demo` trains).
 - `glip export --model DIR --format onnx --output FILE [--labels A B ...]`: an ONNX graph of the model and the
   post-processing json next to it (`onnx_export_glip.export_pretrained_glip_to_onnx`; needs the `export` extra).
-- `glip app`: not available yet (exit status 2).
 
 Exit status: 0 on success, 2 on a bad argument (one line on stderr, no traceback), 1 when a forwarded command
 fails its own checks.
@@ -61,17 +64,15 @@ EXAMPLE_DESCRIPTIONS = {
     "evaluate": "COCO / LVIS box AP, Flickr30K Recall@k or an ODinW-style suite (examples/evaluate.py)",
     "pseudo-label": "ground the noun phrases of image-caption pairs with a teacher (examples/pseudo_label.py)",
 }
-# Commands listed in `--help` whose implementation is other, unfinished work.
-UNAVAILABLE_COMMANDS = {
-    "app": "a browser demo (Gradio) of a model (not available yet)",
-}
+# Commands listed in `--help` whose implementation is other, unfinished work (none at present).
+UNAVAILABLE_COMMANDS: dict[str, str] = {}
 EXAMPLES_DIRECTORY_VARIABLE = "GLIP_EXAMPLES_DIR"
 DEFAULT_THRESHOLD = 0.3
 # `onnx_export_glip.MINIMUM_OPSET_VERSION` (ONNX DeformConv), repeated so that building the parser imports no torch;
 # tests/test_onnx_export_glip.py checks that they agree.
 ONNX_OPSET_VERSION = 19
 
-COMMANDS = ("detect", "convert", "export", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
+COMMANDS = ("detect", "convert", "export", "app", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
 
 EPILOG = """\
 examples:
@@ -80,6 +81,7 @@ examples:
   glip detect street.jpg --model ./glip-t --caption "a man rides a bike past a red car" --output boxes/
   glip convert --checkpoint glip_tiny_model_o365_goldg.pth --variant glip-t --output glip-t
   glip export --model ./glip-t --format onnx --output glip-t.onnx
+  glip app --model ./glip-t
   glip train --help
 
 Run `glip COMMAND --help` for the options of a command. train, finetune, evaluate and pseudo-label run the
@@ -106,6 +108,17 @@ Without --labels the prompt is a graph input (pixel_values, input_ids, attention
 --labels their detection prompt is encoded once and baked in (only pixel_values is an input). The graph takes one
 padded image size (default: the processor's landscape maximum); FILE.json next to it holds what the
 post-processing needs. Run it with transformers_glip.onnx_export_glip.GLIPOnnxDetector (onnxruntime).
+"""
+
+
+APP_EPILOG = """\
+examples:
+  glip app                          # the demo model of `make demo` (out/demo)
+  glip app --model ./glip-t --port 7861
+  glip app --model ./glip-t --host 0.0.0.0 --device cuda:0
+
+Opens nothing by itself: visit the printed URL. Upload an image, type labels (comma separated) or a caption, set
+the threshold and press Detect. Needs Gradio: pip install "transformers-glip[app]".
 """
 
 
@@ -137,6 +150,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {value}")
     return value
 
 
@@ -196,6 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert an official GLIP checkpoint (see `glip convert --help`)",
     )
     _add_export_parser(commands)
+    app_parser = commands.add_parser(
+        "app",
+        help="a browser demo (Gradio) of a model: upload an image, type labels, see the boxes",
+        description="Serve the GLIP demo page (Gradio) for a model folder on http://HOST:PORT.",
+        epilog=APP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    app_parser.add_argument(
+        "--model",
+        metavar="DIR_OR_HUB_ID",
+        help="a converted / saved GLIP folder or a Hub model id (default: out/demo, written by `make demo`)",
+    )
+    app_parser.add_argument(
+        "--port", type=_port, metavar="N", help="port to listen on (default: the first free one from 7860)"
+    )
+    app_parser.add_argument(
+        "--host", default="127.0.0.1", metavar="H", help="address to listen on (default: 127.0.0.1, this machine)"
+    )
+    app_parser.add_argument(
+        "--share", action="store_true", help="also make a public gradio.live link (default: no, local only)"
+    )
+    app_parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     for name, description in EXAMPLE_DESCRIPTIONS.items():
         commands.add_parser(name, add_help=False, help=description)
     for name, description in UNAVAILABLE_COMMANDS.items():
@@ -596,6 +641,19 @@ def _run_export(arguments: argparse.Namespace) -> int:
         deformable_conv=arguments.deformable_conv,
     )
     print(f"Wrote {output} and {onnx_metadata_path(output)}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------------- glip app
+def _run_app(arguments: argparse.Namespace) -> int:
+    from .app_glip import launch_app
+
+    try:
+        launch_app(arguments.model, arguments.port, arguments.host, arguments.share, arguments.device)
+    except (ImportError, ValueError) as error:  # no Gradio; a missing or unloadable model folder; a bad device
+        raise CommandLineError(str(error)) from None
+    except OSError as error:  # the port is taken, the address cannot be bound
+        print(f"{PROGRAM} app: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -625,6 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if parsed.command == "export":
             return _run_export(parsed)
+        if parsed.command == "app":
+            return _run_app(parsed)
         return _run_detect(parsed)
     except CommandLineError as error:
         known = command in COMMANDS
