@@ -641,6 +641,7 @@ def _run_export(arguments: argparse.Namespace) -> int:
         deformable_conv=arguments.deformable_conv,
     )
     print(f"Wrote {output} and {onnx_metadata_path(output)}", file=sys.stderr)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------------- glip app
