@@ -21,7 +21,8 @@ glip app --model ./glip-t --port 7861
 - `glip app [--model DIR] [--port N] [--host H] [--share] [--device D]`: the Gradio demo page
   ([`transformers_glip.app_glip`]; needs `pip install "transformers-glip[app]"`) on `http://127.0.0.1:N`, for the
   folder `--model` (default `out/demo`, the model `make demo` trains).
-- `glip export`: not available yet (exit status 2).
+- `glip export --model DIR --format onnx --output FILE [--labels A B ...]`: an ONNX graph of the model and the
+  post-processing json next to it (`onnx_export_glip.export_pretrained_glip_to_onnx`; needs the `export` extra).
 
 Exit status: 0 on success, 2 on a bad argument (one line on stderr, no traceback), 1 when a forwarded command
 fails its own checks.
@@ -63,14 +64,15 @@ EXAMPLE_DESCRIPTIONS = {
     "evaluate": "COCO / LVIS box AP, Flickr30K Recall@k or an ODinW-style suite (examples/evaluate.py)",
     "pseudo-label": "ground the noun phrases of image-caption pairs with a teacher (examples/pseudo_label.py)",
 }
-# Commands listed in `--help` whose implementation is other, unfinished work.
-UNAVAILABLE_COMMANDS = {
-    "export": "export a model to ONNX (not available yet)",
-}
+# Commands listed in `--help` whose implementation is other, unfinished work (none at present).
+UNAVAILABLE_COMMANDS: dict[str, str] = {}
 EXAMPLES_DIRECTORY_VARIABLE = "GLIP_EXAMPLES_DIR"
 DEFAULT_THRESHOLD = 0.3
+# `onnx_export_glip.MINIMUM_OPSET_VERSION` (ONNX DeformConv), repeated so that building the parser imports no torch;
+# tests/test_onnx_export_glip.py checks that they agree.
+ONNX_OPSET_VERSION = 19
 
-COMMANDS = ("detect", "convert", "app", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
+COMMANDS = ("detect", "convert", "export", "app", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
 
 EPILOG = """\
 examples:
@@ -78,6 +80,7 @@ examples:
   glip detect photos/*.jpg --model ./glip-t --labels person bicycle car --threshold 0.4 --json
   glip detect street.jpg --model ./glip-t --caption "a man rides a bike past a red car" --output boxes/
   glip convert --checkpoint glip_tiny_model_o365_goldg.pth --variant glip-t --output glip-t
+  glip export --model ./glip-t --format onnx --output glip-t.onnx
   glip app --model ./glip-t
   glip train --help
 
@@ -94,6 +97,17 @@ examples:
 --labels puts all labels in one prompt (the official detection prompt, chunked when they do not fit in 256
 tokens); --caption grounds the noun phrases of a free sentence. Scores are probabilities in [0, 1]; boxes are
 (xmin, ymin, xmax, ymax) in pixels of the original image.
+"""
+
+EXPORT_EPILOG = """\
+examples:
+  glip export --model ./glip-t --format onnx --output glip-t.onnx
+  glip export --model ./glip-t --format onnx --output coco.onnx --labels person bicycle car --image-size 800 1344
+
+Without --labels the prompt is a graph input (pixel_values, input_ids, attention_mask, token_type_ids); with
+--labels their detection prompt is encoded once and baked in (only pixel_values is an input). The graph takes one
+padded image size (default: the processor's landscape maximum); FILE.json next to it holds what the
+post-processing needs. Run it with transformers_glip.onnx_export_glip.GLIPOnnxDetector (onnxruntime).
 """
 
 
@@ -204,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="convert an official GLIP checkpoint (see `glip convert --help`)",
     )
+    _add_export_parser(commands)
     app_parser = commands.add_parser(
         "app",
         help="a browser demo (Gradio) of a model: upload an image, type labels, see the boxes",
@@ -231,6 +246,44 @@ def build_parser() -> argparse.ArgumentParser:
     for name, description in UNAVAILABLE_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=description)
     return parser
+
+
+def _add_export_parser(commands) -> None:
+    export_parser = commands.add_parser(
+        "export",
+        help="export a model to ONNX (onnxruntime runs it; see `glip export --help`)",
+        description="Export a saved or converted GLIP folder to an ONNX graph (plus FILE.json for the "
+        "post-processing).",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export_parser.add_argument("--model", required=True, metavar="DIR", help="a converted / saved GLIP folder")
+    export_parser.add_argument("--format", required=True, choices=["onnx"], help="the export format (onnx)")
+    export_parser.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
+    export_parser.add_argument(
+        "--labels", nargs="+", metavar="LABEL", help="bake the detection prompt of these names into the graph"
+    )
+    export_parser.add_argument(
+        "--opset",
+        type=_positive_int,
+        default=ONNX_OPSET_VERSION,
+        metavar="N",
+        help=f"ONNX opset, >= {ONNX_OPSET_VERSION} for DeformConv (default: {ONNX_OPSET_VERSION})",
+    )
+    export_parser.add_argument(
+        "--image-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="padded input size of the graph, multiples of 32 (default: the processor's landscape maximum)",
+    )
+    export_parser.add_argument(
+        "--deformable-conv",
+        choices=["onnx", "decomposed"],
+        default="onnx",
+        help="the head's deformable convs as ONNX DeformConv (default) or decomposed into gathers + MatMul, for "
+        "runtimes without DeformConv",
+    )
 
 
 def find_examples_directory() -> Path | None:
@@ -526,6 +579,71 @@ def _run_detect(arguments: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- glip export
+def _run_export(arguments: argparse.Namespace) -> int:
+    import importlib.util
+
+    if arguments.opset < ONNX_OPSET_VERSION:
+        raise CommandLineError(
+            f"--opset {arguments.opset}: ONNX DeformConv (the head's deformable convolution) needs opset >= "
+            f"{ONNX_OPSET_VERSION}"
+        )
+    labels = _check_labels(arguments.labels) if arguments.labels is not None else None
+    output = Path(arguments.output)
+    if output.is_dir():
+        raise CommandLineError(f"--output {output} is a folder; pass the .onnx file to write")
+    if output.suffix != ".onnx":
+        raise CommandLineError(f"--output {output}: name the file FILE.onnx (FILE.json is written next to it)")
+    if importlib.util.find_spec("onnx") is None:
+        raise CommandLineError("ONNX export needs the onnx package: pip install 'transformers-glip[export]'")
+    path = Path(arguments.model).expanduser()
+    if not path.is_dir():
+        problem = "is a file" if path.exists() else "no such folder"
+        raise CommandLineError(
+            f"--model {arguments.model}: {problem}; pass a folder written by `glip convert` or save_pretrained"
+        )
+    if not (path / "config.json").is_file():
+        raise CommandLineError(
+            f"--model {arguments.model}: the folder has no config.json; pass a folder written by `glip convert` or "
+            "save_pretrained"
+        )
+    from . import GLIPProcessor
+
+    try:  # the processor first: the size checks need it, and it loads without a progress bar
+        processor = GLIPProcessor.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CommandLineError(f"--model {arguments.model}: cannot load the GLIP processor: {reason}") from None
+    divisibility = processor.image_processor.size_divisibility
+    image_size = tuple(arguments.image_size) if arguments.image_size else None
+    if image_size is not None and divisibility > 0 and any(value % divisibility for value in image_size):
+        raise CommandLineError(
+            f"--image-size {image_size[0]} {image_size[1]}: the padded network input is a multiple of "
+            f"{divisibility}; pass multiples of {divisibility}"
+        )
+    if image_size is None and processor.image_processor.max_size is None:
+        raise CommandLineError(
+            f"--model {arguments.model}: the processor has no long-side cap, so no default graph size holds every "
+            "image; pass --image-size HEIGHT WIDTH"
+        )
+    model, _ = _load_model(arguments.model, "cpu", local_files_only=True)
+
+    from .onnx_export_glip import export_glip_to_onnx, onnx_metadata_path
+
+    print(f"Exporting {arguments.model} to {output} (opset {arguments.opset}) ...", file=sys.stderr)
+    export_glip_to_onnx(
+        model.float(),
+        processor,
+        output,
+        labels=labels,
+        opset_version=arguments.opset,
+        image_size=image_size,
+        deformable_conv=arguments.deformable_conv,
+    )
+    print(f"Wrote {output} and {onnx_metadata_path(output)}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------- glip app
 def _run_app(arguments: argparse.Namespace) -> int:
     from .app_glip import launch_app
@@ -564,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if parsed.command is None:
             parser.print_help(sys.stderr)
             return 2
+        if parsed.command == "export":
+            return _run_export(parsed)
         if parsed.command == "app":
             return _run_app(parsed)
         return _run_detect(parsed)
