@@ -251,12 +251,6 @@ def test_bad_arguments_exit_2_with_one_line(arguments, fragments, tiny_a_dir, tm
     assert_one_line_error(status, err, *fragments)
 
 
-@pytest.mark.parametrize("command", ["export"])
-def test_unfinished_commands_say_not_available_yet(command, capsys):
-    status, _, err = run([command, "--model", "x"], capsys)
-    assert_one_line_error(status, err, f"glip {command}", "not available yet")
-
-
 # ----------------------------------------------------------------------------------------------- forwarded commands
 def test_convert_forwards_to_the_converter(tmp_path, capsys):
     output = tmp_path / "converted"

@@ -42,7 +42,6 @@ from typing import Any
 
 __all__ = [
     "EXAMPLE_SCRIPTS",
-    "UNAVAILABLE_COMMANDS",
     "CommandLineError",
     "build_parser",
     "find_examples_directory",
@@ -64,15 +63,13 @@ EXAMPLE_DESCRIPTIONS = {
     "evaluate": "COCO / LVIS box AP, Flickr30K Recall@k or an ODinW-style suite (examples/evaluate.py)",
     "pseudo-label": "ground the noun phrases of image-caption pairs with a teacher (examples/pseudo_label.py)",
 }
-# Commands listed in `--help` whose implementation is other, unfinished work (none at present).
-UNAVAILABLE_COMMANDS: dict[str, str] = {}
 EXAMPLES_DIRECTORY_VARIABLE = "GLIP_EXAMPLES_DIR"
 DEFAULT_THRESHOLD = 0.3
 # `onnx_export_glip.MINIMUM_OPSET_VERSION` (ONNX DeformConv), repeated so that building the parser imports no torch;
 # tests/test_onnx_export_glip.py checks that they agree.
 ONNX_OPSET_VERSION = 19
 
-COMMANDS = ("detect", "convert", "export", "app", *EXAMPLE_SCRIPTS, *UNAVAILABLE_COMMANDS)
+COMMANDS = ("detect", "convert", "export", "app", *EXAMPLE_SCRIPTS)
 
 EPILOG = """\
 examples:
@@ -242,8 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     app_parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     for name, description in EXAMPLE_DESCRIPTIONS.items():
-        commands.add_parser(name, add_help=False, help=description)
-    for name, description in UNAVAILABLE_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=description)
     return parser
 
@@ -672,8 +667,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_convert(arguments[1:])
         if command in EXAMPLE_SCRIPTS:
             return _run_example_script(command, arguments[1:])
-        if command in UNAVAILABLE_COMMANDS:
-            raise CommandLineError(f"`glip {command}` is not available yet")
         parser = build_parser()
         try:
             parsed = parser.parse_args(arguments)
