@@ -87,7 +87,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--pseudo_label_threshold",
         type=float,
-        default=0.3,
+        default=0.35,
         help="Keep teacher boxes with score > this (official CAPTION_CONF; 0.5 in the GLIP-L config, see README).",
     )
     parser.add_argument("--nms_threshold", type=float, default=0.5, help="Class-agnostic NMS IoU (None: 0).")
