@@ -457,29 +457,9 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    os.makedirs(args.output_dir, exist_ok=True)
-    start = time.time()
-    world_dir, caption_dir, metadata = build_world(args)
-    hidden = read_hidden_ground_truth(caption_dir)
-    never_seen = set(metadata["held_out_categories"])
-    world_seconds = time.time() - start
-    results = []
-    for seed in args.seeds:
-        results.append(run_seed(args, seed, world_dir, caption_dir, hidden, never_seen))
-        logger.info(f"seed {seed}: {json.dumps({key: results[-1][key] for key in ('teacher', 'student')})}")
-    if results[0]["rows"]:
-        first_pseudo_dir = os.path.join(args.output_dir, f"seed_{args.seeds[0]}", "pseudo_labels")
-        draw_pseudo_labels(
-            results[0]["rows"],
-            hidden,
-            first_pseudo_dir,
-            never_seen,
-            os.path.join(args.output_dir, "pseudo_labels.png"),
-            args.num_pictures,
-        )
+def write_results(args, results: list[dict], world_seconds: float, start: float) -> dict:
+    """`summary.json` (the fixed schema) and `details.json` of the seeds done so far (rewritten after each seed, so
+    an interrupted run keeps its finished seeds)."""
     summary = {
         "runs": [
             {
@@ -494,17 +474,42 @@ def main(argv=None) -> dict:
     }
     with open(os.path.join(args.output_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
-    total_minutes = (time.time() - start) / 60
     details = {
         "arguments": vars(args),
         "world_seconds": world_seconds,
-        "total_minutes": total_minutes,
+        "total_minutes": (time.time() - start) / 60,
         "runs": [{key: value for key, value in result.items() if key != "rows"} for result in results],
     }
     with open(os.path.join(args.output_dir, "details.json"), "w") as handle:
         json.dump(details, handle, indent=2)
-    table = format_table(results)
-    print(table)
+    return summary
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    os.makedirs(args.output_dir, exist_ok=True)
+    start = time.time()
+    world_dir, caption_dir, metadata = build_world(args)
+    hidden = read_hidden_ground_truth(caption_dir)
+    never_seen = set(metadata["held_out_categories"])
+    world_seconds = time.time() - start
+    results = []
+    for seed in args.seeds:
+        results.append(run_seed(args, seed, world_dir, caption_dir, hidden, never_seen))
+        logger.info(f"seed {seed}: {json.dumps({key: results[-1][key] for key in ('teacher', 'student')})}")
+        summary = write_results(args, results, world_seconds, start)
+        if len(results) == 1 and results[0]["rows"]:
+            draw_pseudo_labels(
+                results[0]["rows"],
+                hidden,
+                os.path.join(args.output_dir, f"seed_{seed}", "pseudo_labels"),
+                never_seen,
+                os.path.join(args.output_dir, "pseudo_labels.png"),
+                args.num_pictures,
+            )
+        print(format_table(results), flush=True)
+    total_minutes = (time.time() - start) / 60
     print(
         f"{len(results)} seeds, {args.steps} steps each for teacher and student (student init: {args.student_init}), "
         f"{args.num_labelled} labelled + {args.num_captions} caption-only images, pseudo labels with score > "

@@ -3,7 +3,7 @@
 library reader, print them (the same calls the README shows).
 
     python examples/source_formats.py --output_dir out/source_formats
-    python examples/source_formats.py --hub_dataset rishitdagli/cppe-5   # also a Hub id (needs the network)
+    python examples/source_formats.py --hub_dataset OWNER/NAME   # also a Hub id in the 🤗 detection schema (network)
 
 Formats (reader call; the `examples/pretrain.py` or `examples/pseudo_label.py` argument that uses it):
 
