@@ -92,7 +92,9 @@ def test_caption_only_split_has_captions_and_no_boxes(tmp_path):
         sidecar = json.load(io.TextIOWrapper(tar.extractfile("000000000.json")))
     assert names[:3] == ["000000000.png", "000000000.txt", "000000000.json"] and len(names) == 60
     assert set(sidecar) == {"key", "caption"}  # no boxes travel with the images
-    hidden = [json.loads(line) for line in (tmp_path / "captions" / "hidden_ground_truth.jsonl").read_text().split()]
+    hidden = [
+        json.loads(line) for line in (tmp_path / "captions" / "hidden_ground_truth.jsonl").read_text().splitlines()
+    ]
     assert len(hidden) == 40
     categories = {name for record in hidden for name in record["categories"]}
     assert {"red triangle", "blue circle"} <= categories  # the labelled split's never-seen combinations appear
