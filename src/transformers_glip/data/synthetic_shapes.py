@@ -41,6 +41,7 @@ __all__ = [
     "SIZE_RANGES",
     "SyntheticShapesConfig",
     "category_names",
+    "generate_caption_only_split",
     "generate_synthetic_shapes",
     "make_caption",
     "read_synthetic_metadata",
@@ -468,6 +469,117 @@ def generate_synthetic_shapes(
         "train_categories": category_names(config, "train"),
         "held_out_categories": held_out,
         "splits": splits,
+    }
+    with open(os.path.join(temporary_dir, METADATA_FILE), "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle, indent=2)
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    os.replace(temporary_dir, output_dir)
+    return metadata
+
+
+# ----------------------------------------------------------------------------------------------- caption-only split
+
+# Seed slot of the caption-only split (`train` is 0, `validation` 1): its images differ from both.
+CAPTION_SPLIT_INDEX = 2
+CAPTION_SPLIT_GROUND_TRUTH = "hidden_ground_truth.jsonl"
+
+
+def generate_caption_only_split(
+    output_dir: str | os.PathLike,
+    config: SyntheticShapesConfig,
+    num_images: int,
+    num_shards: int = 4,
+    overwrite: bool = False,
+) -> dict:
+    """Render image-caption pairs WITHOUT boxes, stored like web data: webdataset tar shards in the img2dataset
+    layout (`000000042.png` + `000000042.txt` caption + `000000042.json` `{"key", "caption"}`), the input of
+    self-training (`data.pseudo_labeling.pseudo_label_stream` over `data.streaming.image_caption_source`).
+
+    The images draw from ALL colour-shape combinations of `config`, the held-out ones included: the combinations a
+    labelled `train` split of the same config never shows appear here in images and captions. Image `i` uses
+    `numpy.random.default_rng([config.seed, CAPTION_SPLIT_INDEX, i])`, so it differs from every `train` and
+    `validation` image. The boxes are written apart, in `hidden_ground_truth.jsonl` (`{"key", "boxes",
+    "categories", "caption", "tokens_positive"}`, boxes inclusive xyxy), to MEASURE pseudo labels; training must not
+    read them. The default world of [`generate_synthetic_shapes`] is unchanged by this function.
+
+    Layout: `output_dir/shard-00000.tar`, ..., `hidden_ground_truth.jsonl`, `metadata.json` (`config`, `files`,
+    `num_images`). An existing folder with the same settings is reused; writing goes to a temporary folder renamed
+    into place.
+
+    Returns:
+        The metadata dict.
+    """
+    import io
+    import tarfile
+
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}.")
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or not 1 <= num_shards <= num_images:
+        raise ValueError(f"num_shards must be an integer in [1, num_images={num_images}], got {num_shards!r}.")
+    output_dir = os.fspath(output_dir)
+    expected = {
+        "format_version": FORMAT_VERSION,
+        "kind": "caption_only",
+        "config": _config_to_json(config),
+        "num_images": num_images,
+        "num_shards": num_shards,
+    }
+    if os.path.exists(os.path.join(output_dir, METADATA_FILE)) and not overwrite:
+        metadata = read_synthetic_metadata(output_dir)
+        if {key: metadata.get(key) for key in expected} == expected:
+            return metadata
+        raise FileExistsError(
+            f"{output_dir} holds a caption-only split made with other settings; pass overwrite=True or choose "
+            "another folder."
+        )
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    temporary_dir = os.path.join(parent, f".tmp-{os.path.basename(os.path.abspath(output_dir))}-{os.getpid()}")
+    shutil.rmtree(temporary_dir, ignore_errors=True)
+    os.makedirs(temporary_dir)
+    combinations = _split_combinations(config, "validation")  # every combination, held-out ones included
+    files, hidden = [], []
+    for shard_index in range(num_shards):
+        file_name = f"shard-{shard_index:05d}.tar"
+        begin, end = shard_index * num_images // num_shards, (shard_index + 1) * num_images // num_shards
+        with tarfile.open(os.path.join(temporary_dir, file_name), "w") as tar:
+            for index in range(begin, end):
+                rng = np.random.default_rng([config.seed, CAPTION_SPLIT_INDEX, index])
+                image, objects = render_sample(rng, config, combinations)
+                caption, tokens_positive = make_caption(rng, objects, config.caption_mention_all_probability)
+                key = f"{index:09d}"
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG", compress_level=1)
+                members = {
+                    "png": buffer.getvalue(),
+                    "txt": caption.encode("utf-8"),
+                    "json": json.dumps({"key": key, "caption": caption}).encode("utf-8"),
+                }
+                for extension, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{extension}")
+                    info.size = len(data)  # mtime stays 0: the same settings give the same bytes
+                    tar.addfile(info, io.BytesIO(data))
+                hidden.append(
+                    {
+                        "key": key,
+                        "shard": file_name,
+                        "width": image.width,
+                        "height": image.height,
+                        "boxes": [item["box"] for item in objects],
+                        "categories": [f"{item['color']} {item['shape']}" for item in objects],
+                        "caption": caption,
+                        "tokens_positive": tokens_positive,
+                    }
+                )
+        files.append(file_name)
+    with open(os.path.join(temporary_dir, CAPTION_SPLIT_GROUND_TRUTH), "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in hidden)
+    metadata = {
+        **expected,
+        "files": files,
+        "held_out_categories": [f"{color} {shape}" for color, shape in config.held_out_combinations],
+        "hidden_ground_truth": CAPTION_SPLIT_GROUND_TRUTH,
     }
     with open(os.path.join(temporary_dir, METADATA_FILE), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2)
