@@ -65,9 +65,9 @@ __all__ = [
     "validate_detection_arguments",
 ]
 
-# Prompts (label chunks of one image) per forward on the fast path: the head's activations grow linearly with them
-# (GLIP-T at 480x800, 123-token prompts, official fusion: ~0.7 GB per prompt), while batching more than a few prompts
-# gains little time (the issue's profile: 6.4 s per prompt at 1, 5.9 s at 8, 8.4 s at 31).
+# Prompts (label chunks of one image) per forward on the fast path: the head's activations grow with them (issue 12,
+# GLIP-T at 480x800, 123-token prompts, official fusion: 5.4 GB peak at 8 prompts per forward, 15.2 GiB at 31), while
+# batching more than a few prompts gains little time (there: 6.4 s per prompt at 1, 5.9 s at 8, 8.4 s at 31).
 DEFAULT_MAX_PROMPTS_PER_FORWARD = 8
 
 
