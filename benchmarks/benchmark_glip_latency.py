@@ -4,10 +4,10 @@ Random weights (the same in every process: seed 0), one random-noise image, the 
 labels. Three configurations per label count, each in its own subprocess so that the peak resident memory is per
 configuration:
 
-* `glip_official`: the project's *official mode*, the exact official computation: the prompt padded to 256 tokens
-  and the fusion in the official operation order (`config.fusion_implementation = "official"`);
-* `glip_fast`: the fast path, the default: the prompt cut to its real tokens (`detect(trim_text_padding=True)`) and
-  the factorised fusion (`config.fusion_implementation = "factorised"`);
+* `glip_official`: the project's *official mode*, `detect(..., official_mode=True)`, the exact official
+  computation: the prompt padded to 256 tokens and the fusion in the official operation order;
+* `glip_fast`: the fast path, `detect`'s default: the prompt cut to its real tokens and the factorised fusion (the
+  default `config.fusion_implementation`);
 * `grounding_dino`: HF `GroundingDinoForObjectDetection` with the Grounding DINO-tiny architecture (Swin-T, BERT).
 
 GLIP is timed through `transformers_glip.detect` (pre-processing, forward and post-processing, `threshold=None`:
@@ -94,8 +94,7 @@ def _measure_glip(name: str, labels: list[str], height: int, width: int, runs: i
 
     official = name == "glip_official"
     torch.manual_seed(0)
-    model = GLIPForGrounding(GLIPConfig.glip_t()).eval()
-    model.config.fusion_implementation = "official" if official else "factorised"
+    model = GLIPForGrounding(GLIPConfig.glip_t()).eval()  # the default config: the fast path's fusion
     # Random weights score below the official 0.05 pre-NMS threshold: 0 keeps the top 100 to compare.
     model.config.pre_nms_score_threshold = 0.0
     weight_checksum = float(sum(parameter.double().sum() for parameter in model.parameters()))
@@ -107,7 +106,7 @@ def _measure_glip(name: str, labels: list[str], height: int, width: int, runs: i
     image = _noise_image(height, width)
     text_length = int(processor(images=image, text=[labels], return_tensors="pt")["attention_mask"].sum())
     timing = _time_calls(
-        lambda: detect(model, processor, image, labels, threshold=None, trim_text_padding=not official)[0],
+        lambda: detect(model, processor, image, labels, threshold=None, official_mode=official)[0],
         runs,
         warmup,
     )

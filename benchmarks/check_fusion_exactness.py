@@ -71,7 +71,9 @@ def _fixture_figures() -> dict:
             image_path = directory / description.get("image", "image.png")
             image = PIL.Image.open(image_path if image_path.is_file() else fallback / "image.png").convert("RGB")
             spans = [[tuple(span) for span in phrase["tokens_positive"]] for phrase in description["phrases"]]
-            encoded = processor(images=image, text=description["caption"], phrase_spans=spans, return_tensors="pt")
+            encoded = processor(
+                images=image, text=description["caption"], phrase_spans=spans, official_mode=True, return_tensors="pt"
+            )  # padded to 256 as the official inputs
             model_inputs = {key: encoded[key] for key in ("pixel_values", "input_ids", "attention_mask")}
             logits = _logits_in_both_modes(model, model_inputs)
             reference = load_file(directory / "outputs.safetensors")
@@ -116,7 +118,7 @@ def _full_size_figures(height: int, width: int) -> dict:
         tokenizer=AutoTokenizer.from_pretrained(TOKENIZER_DIR),
     )
     pixels = np.random.RandomState(0).randint(0, 256, size=(height, width, 3), dtype=np.uint8)
-    inputs = processor(images=Image.fromarray(pixels), text=[LABELS], return_tensors="pt")
+    inputs = processor(images=Image.fromarray(pixels), text=[LABELS], official_mode=True, return_tensors="pt")
     padded = {key: inputs[key] for key in ("pixel_values", "input_ids", "attention_mask")}
     length = int(inputs["attention_mask"].sum())
     trimmed = {**padded, "input_ids": padded["input_ids"][:, :length]}  # (1, length)

@@ -237,6 +237,63 @@ def test_large_vocabularies_are_chunked_automatically(tiny_model, small_processo
     assert result["text_labels"] == [labels[label] for label in result["labels"].tolist()]
 
 
+def test_chunks_run_in_sub_batches_of_at_most_max_prompts_per_forward(tiny_model, small_processor, image):
+    """The memory bound of large vocabularies: the 3 chunks run as forwards of at most `max_prompts_per_forward`
+    prompts (the image encoded again for each), with the results of the single forward."""
+    labels = [f"thing number {index}" for index in range(100)]  # 3 chunks of 40, 40, 20 labels
+    with CallCounter(tiny_model.model.backbone) as backbone, CallCounter(tiny_model.model.head) as head:
+        together = detect(tiny_model, small_processor, image, labels, threshold=None, max_prompts_per_forward=None)[0]
+    assert backbone.batch_sizes == [1] and head.batch_sizes == [3]
+    for bound, expected_batches in ((2, [2, 1]), (1, [1, 1, 1]), (3, [3])):
+        with CallCounter(tiny_model.model.backbone) as backbone, CallCounter(tiny_model.model.head) as head:
+            bounded = detect(
+                tiny_model, small_processor, image, labels, threshold=None, max_prompts_per_forward=bound
+            )[0]
+        assert head.batch_sizes == expected_batches and backbone.batch_sizes == [1] * len(expected_batches)
+        assert_same_results(bounded, together, tolerance=SCORE_TOLERANCE)
+
+
+def test_official_mode_runs_the_official_computation_with_the_fast_path_detections(tiny_model, small_processor, image):
+    """`official_mode=True`: full 256-token padding, the official fusion order for the call (restored afterwards)
+    and one chunk per forward; the fast path (default) trims the padding, factorises the fusion and batches chunks.
+    Both give the same detections."""
+    assert tiny_model.config.fusion_implementation == "factorised"  # the default of a config without the field
+    labels = [f"thing number {index}" for index in range(100)]  # 3 chunks
+    seen = []  # (text length, fusion implementation) of every fusion call
+    attention = tiny_model.model.head.blocks[0].fusion.attention
+    handle = attention.register_forward_pre_hook(
+        lambda module, args: seen.append((args[1].shape[1], module.config.fusion_implementation))
+    )
+    try:
+        with CallCounter(tiny_model.model.head) as head:
+            official = detect(tiny_model, small_processor, image, labels, threshold=None, official_mode=True)[0]
+        assert head.batch_sizes == [1, 1, 1]
+        assert seen == [(small_processor.max_length, "official")] * 3
+        assert tiny_model.config.fusion_implementation == "factorised"  # restored
+        seen.clear()
+        with CallCounter(tiny_model.model.head) as head:
+            fast = detect(tiny_model, small_processor, image, labels, threshold=None)[0]
+        assert head.batch_sizes == [3]
+        assert len(seen) == 1 and seen[0][0] < small_processor.max_length and seen[0][1] == "factorised"
+    finally:
+        handle.remove()
+    assert_same_results(fast, official, tolerance=SCORE_TOLERANCE)
+
+
+def test_official_mode_restores_the_fusion_implementation_on_error(tiny_model, small_processor, image):
+    def failing_forward(*args, **kwargs):
+        raise RuntimeError("forward failed")
+
+    original_forward = tiny_model.forward
+    tiny_model.forward = failing_forward
+    try:
+        with pytest.raises(RuntimeError, match="forward failed"):
+            detect(tiny_model, small_processor, image, ["cat"], official_mode=True)
+    finally:
+        tiny_model.forward = original_forward
+    assert tiny_model.config.fusion_implementation == "factorised"
+
+
 def test_cross_chunk_suppression_only_acts_across_chunks():
     boxes = torch.tensor(
         [
@@ -360,6 +417,10 @@ def test_shared_label_list_and_target_sizes(tiny_model, small_processor, image):
         ({"merge_mode": "nms"}, ValueError, "`merge_mode`"),
         ({"max_detections": 0}, ValueError, "`max_detections`"),
         ({"trim_text_padding": 1}, TypeError, "`trim_text_padding`"),
+        ({"official_mode": "yes"}, TypeError, "`official_mode` must be True"),
+        ({"official_mode": True, "trim_text_padding": True}, ValueError, "contradicts `official_mode=True`"),
+        ({"max_prompts_per_forward": 0}, ValueError, "`max_prompts_per_forward` must be a positive int"),
+        ({"max_prompts_per_forward": 2.0}, ValueError, "`max_prompts_per_forward` must be a positive int"),
     ],
 )
 def test_detect_rejects_bad_inputs(tiny_model, small_processor, image, kwargs, error, pattern):

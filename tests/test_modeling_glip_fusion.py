@@ -67,11 +67,45 @@ def assert_outputs_equal(factorised, official, atol):
         )
 
 
-def test_default_is_official_and_factorised_mode_round_trips():
-    # Official by default until the factorised path also passes transformers' retain-grad mixin test.
-    assert GLIPConfig().fusion_implementation == "official"
-    config = GLIPConfig(fusion_implementation="factorised")
-    assert GLIPConfig.from_dict(config.to_dict()).fusion_implementation == "factorised"
+def test_default_is_factorised_and_official_mode_round_trips(tmp_path):
+    # The fast path is the default; official mode is one config value away and survives saving.
+    assert GLIPConfig().fusion_implementation == "factorised"
+    config = GLIPConfig(fusion_implementation="official")
+    assert GLIPConfig.from_dict(config.to_dict()).fusion_implementation == "official"
+    config.save_pretrained(tmp_path / "official")
+    assert GLIPConfig.from_pretrained(tmp_path / "official").fusion_implementation == "official"
+    # A folder saved without the field (every folder saved while "official" was the default, which
+    # `save_pretrained` leaves out as a default value) loads with today's default.
+    GLIPConfig().save_pretrained(tmp_path / "old")
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    saved.pop("fusion_implementation", None)
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    assert GLIPConfig.from_pretrained(tmp_path / "old").fusion_implementation == "factorised"
+
+
+def test_returned_probabilities_retain_the_official_gradients():
+    """`output_attentions=True`: the factorised path's probabilities are part of the graph (transformers'
+    `test_retain_grad_hidden_states_attentions`), with the official path's values and gradients."""
+    config = small_config()
+    attention = random_attention(config)
+    vision, text, mask = random_inputs()
+    probabilities, gradients = {}, {}
+    for implementation in FUSION_IMPLEMENTATIONS:
+        config.fusion_implementation = implementation
+        vision_delta, text_delta, (vision_to_text, text_to_vision) = attention(
+            vision, text, mask, output_attentions=True
+        )
+        for tensor in (vision_to_text, text_to_vision):
+            tensor.retain_grad()
+        (vision_delta.square().sum() + text_delta.sin().sum()).backward()
+        assert vision_to_text.grad is not None and text_to_vision.grad is not None, implementation
+        probabilities[implementation] = (vision_to_text.detach(), text_to_vision.detach())
+        gradients[implementation] = (vision_to_text.grad, text_to_vision.grad)
+    for name, index in (("vision_to_text", 0), ("text_to_vision", 1)):
+        for figures in (probabilities, gradients):
+            torch.testing.assert_close(
+                figures["factorised"][index], figures["official"][index], atol=1e-9, rtol=1e-9, msg=name
+            )
 
 
 def test_unknown_implementation_is_a_clear_error():
@@ -179,3 +213,18 @@ def test_latency_benchmark_quick_prints_its_json():
     assert summary["per_label_count"]["10"]["num_reference"] == 100
     for key in ("ratio_fast_to_grounding_dino", "ratio_fast_to_official_mode"):
         assert summary[key] > 0
+
+
+def test_lvis_benchmark_quick_prints_its_json():
+    completed = subprocess.run(
+        [sys.executable, str(REPOSITORY / "benchmarks" / "benchmark_glip_lvis.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert summary["same_detections"] is True
+    assert summary["num_reference"] == 300  # 3 chunks of the official top 100, concatenated
+    assert summary["forwards"] == {"official_mode": 3, "fast_path": 1}
+    assert summary["lvis_speedup"] > 0

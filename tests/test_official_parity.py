@@ -59,7 +59,8 @@ def converted(tmp_path_factory):
             ]
             completed = subprocess.run(command, capture_output=True, text=True)
             assert completed.returncode == 0, completed.stdout + completed.stderr
-            model = GLIPForGrounding.from_pretrained(output_dir).eval()
+            # Official mode: the fusion in the official operation order (the default is the factorised fast path).
+            model = GLIPForGrounding.from_pretrained(output_dir, fusion_implementation="official").eval()
             processor = GLIPProcessor.from_pretrained(output_dir)
             _CONVERTED[fixture.name] = (model, processor)
         return _CONVERTED[fixture.name]
@@ -76,7 +77,10 @@ def caption_inputs(fixture: OfficialFixture, processor: GLIPProcessor):
     description, _, _ = fixture_inputs(fixture)
     image = PIL.Image.open(fixture.file(description.get("image", "image.png"))).convert("RGB")
     spans = [[tuple(span) for span in phrase["tokens_positive"]] for phrase in description["phrases"]]
-    return processor(images=image, text=description["caption"], phrase_spans=spans, return_tensors="pt")
+    # Official mode: the prompt padded to max_text_length (the default pads to the longest prompt).
+    return processor(
+        images=image, text=description["caption"], phrase_spans=spans, official_mode=True, return_tensors="pt"
+    )
 
 
 def check_close(actual, expected, name, atol=ATOL, rtol=RTOL):

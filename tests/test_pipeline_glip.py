@@ -331,6 +331,8 @@ def test_converted_folder_carries_the_remote_code(tiny_a_dir):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"merge_mode": "nms"}, ValueError, "merge_mode"),
         ({"chunk_size": 0}, ValueError, "chunk_size"),
+        ({"official_mode": 1}, TypeError, "official_mode"),
+        ({"max_prompts_per_forward": 0}, ValueError, "max_prompts_per_forward"),
     ],
 )
 def test_bad_call_arguments_fail_before_the_forward(small_detector, image, arguments, error, message):
@@ -360,6 +362,37 @@ def test_merge_mode_default_comes_from_the_model_config(small_detector, image):
     finally:
         config.chunk_merge_mode = "cross_chunk_nms"
     assert len(concatenated) > len(default)  # the random-weight model fires on every prompt: duplicates across chunks
+
+
+def test_official_mode_is_one_call_argument_away(small_detector, tiny_a_dir, image):
+    """The pipeline runs the fast path by default; `official_mode=True` (at call time or when the pipeline is built)
+    runs `detect`'s official mode: full padding, official fusion order, one chunk per forward; same detections."""
+    lengths = []
+    handle = small_detector.model.model.text_model.register_forward_hook(
+        lambda module, args, kwargs, output: lengths.append(kwargs["input_ids"].shape[-1]), with_kwargs=True
+    )
+    try:
+        fast = small_detector(image, candidate_labels=LABELS, threshold=0.0, chunk_size=2)
+        assert len(lengths) == 1 and lengths[0] < small_detector.model.config.max_text_length  # 2 chunks, 1 forward
+        lengths.clear()
+        official = small_detector(image, candidate_labels=LABELS, threshold=0.0, chunk_size=2, official_mode=True)
+        assert lengths == [small_detector.model.config.max_text_length] * 2  # one chunk per forward, full padding
+        lengths.clear()
+        bounded = small_detector(
+            image, candidate_labels=LABELS, threshold=0.0, chunk_size=2, max_prompts_per_forward=1
+        )
+        assert len(lengths) == 2
+    finally:
+        handle.remove()
+    assert small_detector.model.config.fusion_implementation == "factorised"
+    for results in (official, bounded):
+        assert [result["label"] for result in results] == [result["label"] for result in fast]
+        for actual, expected in zip(results, fast):
+            assert actual["score"] == pytest.approx(expected["score"], abs=SCORE_TOLERANCE)
+    official_detector = pipeline(
+        TASK, model=str(tiny_a_dir), image_processor=GLIPImageProcessor(min_size=64, max_size=107), official_mode=True
+    )
+    assert official_detector(image, candidate_labels=LABELS, threshold=0.0, chunk_size=2) == official
 
 
 # saving and pushing --------------------------------------------------------------------------------------------------

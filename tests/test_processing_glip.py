@@ -165,7 +165,9 @@ def test_create_positive_map_character_fallbacks(tokenizer):
 
 
 def test_processor_caption_with_spans_matches_fixture(processor, image, caption_info, inputs):
-    features = processor(images=image, text=caption_info["caption"], phrase_spans=caption_info["tokens_positive"])
+    features = processor(
+        images=image, text=caption_info["caption"], phrase_spans=caption_info["tokens_positive"], official_mode=True
+    )
     assert torch.equal(features["input_ids"], inputs["input_ids"])
     assert torch.equal(features["attention_mask"], inputs["attention_mask"])
     assert torch.equal(features["token_type_ids"], torch.zeros_like(inputs["input_ids"]))
@@ -173,6 +175,13 @@ def test_processor_caption_with_spans_matches_fixture(processor, image, caption_
     assert torch.equal(features["pixel_values"], inputs["images.tensors"])
     assert features["image_sizes"].tolist() == [[320, 426]]
     assert features["text_labels"] == [["a red circle", "a blue square", "a person"]]
+    # The fast path (default): the same prompt without the padding columns.
+    fast = processor(images=image, text=caption_info["caption"], phrase_spans=caption_info["tokens_positive"])
+    length = int(inputs["attention_mask"].sum())
+    assert length < 256 and fast["input_ids"].shape == (1, length)
+    for key in ("input_ids", "attention_mask", "positive_map"):
+        assert torch.equal(fast[key], features[key][..., :length]), key
+    assert torch.equal(fast["pixel_values"], features["pixel_values"])
 
 
 def test_detection_prompt_from_label_list(processor, tokenizer, detection_prompt):
@@ -180,7 +189,7 @@ def test_detection_prompt_from_label_list(processor, tokenizer, detection_prompt
     assert caption == detection_prompt["caption"]
     assert spans == [[tuple(span) for span in label_spans] for label_spans in detection_prompt["tokens_positive"]]
     recorded = load_file(FIXTURE / "detection_outputs.safetensors")
-    features = processor(text=detection_prompt["labels"])
+    features = processor(text=detection_prompt["labels"], official_mode=True)
     assert torch.equal(features["input_ids"], recorded["input_ids"])
     assert torch.equal(features["attention_mask"], recorded["attention_mask"])
     assert torch.equal(features["positive_map"][0], recorded["positive_map_binary"])
@@ -188,7 +197,7 @@ def test_detection_prompt_from_label_list(processor, tokenizer, detection_prompt
     assert positive_map_to_token_lists(features["positive_map"][0]) == expected_tokens
     assert tokenizer.convert_ids_to_tokens(features["input_ids"][0, :12]) == detection_prompt["tokens"]
     # The nested HF layout gives the same result.
-    nested = processor(text=[detection_prompt["labels"]])
+    nested = processor(text=[detection_prompt["labels"]], text_kwargs={"official_mode": True})
     assert torch.equal(nested["positive_map"], features["positive_map"])
 
 
@@ -214,6 +223,7 @@ def test_training_targets_carry_box_positive_maps(processor, image, caption_info
         text=caption_info["caption"],
         phrase_spans=caption_info["tokens_positive"],
         annotations={"image_id": 0, "annotations": objects},
+        official_mode=True,
     )
     target = features["labels"][0]
     assert torch.equal(target["positive_map"], inputs["train.positive_map"])
@@ -230,7 +240,11 @@ def test_training_targets_carry_box_positive_maps(processor, image, caption_info
 
 def test_batched_label_lists_and_captions(processor, image):
     features = processor(images=[image, image], text=[["cat", "remote control"], ["dog"]])
-    assert features["input_ids"].shape == (2, 256) and features["positive_map"].shape == (2, 2, 256)
+    # [CLS] cat . remote control [SEP]: padded to the longest prompt (the fast path)
+    assert features["input_ids"].shape == (2, 6) and features["positive_map"].shape == (2, 2, 6)
+    official = processor(images=[image, image], text=[["cat", "remote control"], ["dog"]], official_mode=True)
+    assert official["input_ids"].shape == (2, 256) and official["positive_map"].shape == (2, 2, 256)
+    assert torch.equal(official["positive_map"][..., :6], features["positive_map"])
     assert positive_map_to_token_lists(features["positive_map"][0]) == [[1], [3, 4]]
     assert positive_map_to_token_lists(features["positive_map"][1]) == [[1], []]  # padding row
     assert features["text_labels"] == [["cat", "remote control"], ["dog"]]
@@ -532,8 +546,9 @@ def test_processor_save_and_load_round_trip(tmp_path, processor, image, caption_
     # `save_pretrained` adds the remote-code entry (see `pipeline_glip.add_remote_code_files`); all else round-trips.
     assert reloaded_settings.pop("auto_map") == {"AutoImageProcessor": "glip_shim.GLIPImageProcessor"}
     assert reloaded_settings == processor.image_processor.to_dict()
-    first = custom(images=image, text=caption_info["caption"], phrase_spans=caption_info["tokens_positive"])
-    second = reloaded(images=image, text=caption_info["caption"], phrase_spans=caption_info["tokens_positive"])
+    spans = caption_info["tokens_positive"]
+    first = custom(images=image, text=caption_info["caption"], phrase_spans=spans, official_mode=True)
+    second = reloaded(images=image, text=caption_info["caption"], phrase_spans=spans, official_mode=True)
     assert first["input_ids"].shape == (1, 128)
     for key in ("input_ids", "attention_mask", "positive_map", "pixel_values", "image_sizes"):
         assert torch.equal(first[key], second[key]), key
@@ -566,14 +581,19 @@ def test_empty_and_duplicate_labels_are_refused_everywhere(processor, tokenizer)
 
 def test_unified_kwargs(processor, image):
     default = processor(images=image, text=["cat", "dog"])
-    assert default["input_ids"].shape == (1, 256)  # official padding to max_text_length
+    assert default["input_ids"].shape == (1, 5)  # [CLS] cat . dog [SEP]: the fast path pads to the longest prompt
+    official = processor(images=image, text=["cat", "dog"], official_mode=True)
+    assert official["input_ids"].shape == (1, 256)  # official padding to max_text_length
+    assert torch.equal(official["input_ids"][:, :5], default["input_ids"])
+    explicit = processor(text=["cat", "dog"], official_mode=True, padding="max_length", max_length=256)
+    assert torch.equal(explicit["input_ids"], official["input_ids"])
     longest = processor(text=[["cat"], ["a black dog"]], padding="longest")
     assert longest["input_ids"].shape == (2, 5) and longest["positive_map"].shape == (2, 1, 5)
     nested = processor(text=[["cat"], ["a black dog"]], text_kwargs={"padding": "longest"})
     assert torch.equal(nested["input_ids"], longest["input_ids"])
-    short = processor(text=["cat", "dog"], max_length=16)
+    short = processor(text=["cat", "dog"], padding="max_length", max_length=16)
     assert short["input_ids"].shape == (1, 16)
-    assert torch.equal(short["positive_map"][0], default["positive_map"][0, :, :16])
+    assert torch.equal(short["positive_map"][0], official["positive_map"][0, :, :16])
     # Image options, flat or nested; common kwargs.
     small = processor(images=image, text=["cat"], size={"shortest_edge": 160, "longest_edge": 1000})
     nested_small = processor(
@@ -582,6 +602,12 @@ def test_unified_kwargs(processor, image):
     assert small["image_sizes"].tolist() == nested_small["image_sizes"].tolist() == [[160, 213]]
     common = processor(images=image, text=["cat"], common_kwargs={"return_tensors": "pt"})
     assert torch.equal(common["pixel_values"], default["pixel_values"])
+    with pytest.raises(TypeError, match="`official_mode` must be True"):
+        processor(text=["cat"], official_mode="yes")
+    with pytest.raises(ValueError, match="contradicts `official_mode=True`"):
+        processor(text=["cat"], official_mode=True, padding="longest")
+    with pytest.raises(ValueError, match="`max_length=16` contradicts `official_mode=True`"):
+        processor(text=["cat"], official_mode=True, text_kwargs={"max_length": 16})
     # phrase_spans is a typed text kwarg.
     caption = "a cat and a dog"
     spans = processor(text=caption, phrase_spans=[[(0, 5)], [(10, 15)]])

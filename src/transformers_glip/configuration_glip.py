@@ -137,11 +137,14 @@ class GLIPConfig(PreTrainedConfig):
             Dropout on both attention-probability tensors of the fusion (training only).
         fusion_layer_scale_init (`float`, *optional*):
             Initial layer-scale value of the fusion residuals; `None` means `1 / num_head_blocks` (official).
-        fusion_implementation (`str`, *optional*, defaults to `"official"`):
-            How the fusion attention is computed: `"official"` is the official operation order (2048-wide vision
-            projections); `"factorised"` folds the query projection into the text keys and the output projection
-            into the text values and applies the vision value projection after the attention (same result up to
-            float rounding, see `GLIPBiMultiHeadAttention`).
+        fusion_implementation (`str`, *optional*, defaults to `"factorised"`):
+            How the fusion attention is computed: `"factorised"` (the fast path) folds the query projection into the
+            text keys and the output projection into the text values and applies the vision value projection after
+            the attention (the official result up to float rounding, ~1e-6, see `GLIPBiMultiHeadAttention`);
+            `"official"` is the official operation order (2048-wide vision projections), the computation the
+            parity tests pin (`detect(..., official_mode=True)` selects it for one call). A saved config without
+            this field (every folder saved while `"official"` was the default and not changed) loads with the
+            current default, `"factorised"`.
         head_group_norm_groups (`int`, *optional*, defaults to 16):
             GroupNorm groups after each deformable conv (`MODEL.GROUP_NORM.NUM_GROUPS`).
         head_use_deformable_conv (`bool`, *optional*, defaults to `True`):
@@ -216,7 +219,7 @@ class GLIPConfig(PreTrainedConfig):
         fusion_num_heads: int = 8,
         fusion_dropout: float = 0.1,
         fusion_layer_scale_init: float | None = None,
-        fusion_implementation: str = "official",
+        fusion_implementation: str = "factorised",
         head_group_norm_groups: int = 16,
         head_use_deformable_conv: bool = True,
         anchor_strides: list[int] | tuple[int, ...] = (8, 16, 32, 64, 128),

@@ -20,16 +20,27 @@ model config's values. It adds what the official code leaves to the user:
   exactly the padding they see alone: batched results equal single-image results (up to float rounding of batched
   kernels, ~1e-6). Text needs no such care: the text padding is masked. An image whose labels need several chunks
   runs alone (its chunks are the batch).
-- **Short prompts run faster.** The processor pads every prompt to `max_text_length` (256) like the official code;
-  because the text padding is masked, [`detect`] drops the padding columns beyond the longest prompt of each forward
-  (`trim_text_padding=True`). The results equal the padded run up to float rounding (~1e-6); GLIP-T with a 10-label
-  prompt at 800x1333 runs about 25% faster on CPU (fewer text tokens in BERT, the fusion and the head).
+- **Short prompts run faster.** The label chunks are encoded padded to `max_text_length` (256) like the official
+  code; because the text padding is masked, [`detect`] drops the padding columns beyond the longest prompt of each
+  forward (`trim_text_padding=True`). The results equal the padded run up to float rounding (~1e-6); GLIP-T with a
+  10-label prompt at 800x1333 runs about 25% faster on CPU (fewer text tokens in BERT, the fusion and the head).
+- **Bounded memory for large vocabularies.** The chunks of one image run in forwards of at most
+  `max_prompts_per_forward` prompts (8 by default; the head's activations grow with the prompts of a forward, the
+  vision backbone is recomputed per forward, a small part of the cost). The results do not depend on it (up to float
+  rounding of batched kernels).
+
+**Fast path and official mode.** By default [`detect`] runs the fast path: trimmed text padding, sub-batched chunks
+and the model's `config.fusion_implementation` (`"factorised"` by default). `official_mode=True` runs the exact
+official computation instead, the one the parity tests pin: prompts padded to `max_text_length`, the fusion in the
+official operation order (`fusion_implementation="official"` for the call) and each chunk in a forward of its own,
+one after another, as the official chunked evaluation. Both give the same detections up to float rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,7 +57,18 @@ from .postprocessing_glip import (
 from .processing_glip import GLIPProcessor
 from .prompts_glip import validate_labels
 
-__all__ = ["detect", "encode_detection_prompts", "validate_detection_arguments"]
+__all__ = [
+    "DEFAULT_MAX_PROMPTS_PER_FORWARD",
+    "detect",
+    "encode_detection_prompts",
+    "official_fusion",
+    "validate_detection_arguments",
+]
+
+# Prompts (label chunks of one image) per forward on the fast path: the head's activations grow with them (issue 12,
+# GLIP-T at 480x800, 123-token prompts, official fusion: 5.4 GB peak at 8 prompts per forward, 15.2 GiB at 31), while
+# batching more than a few prompts gains little time (there: 6.4 s per prompt at 1, 5.9 s at 8, 8.4 s at 31).
+DEFAULT_MAX_PROMPTS_PER_FORWARD = 8
 
 
 def _is_single_image(image: Any) -> bool:
@@ -119,10 +141,30 @@ def encode_detection_prompts(
 
 
 def validate_detection_arguments(
-    threshold: Any, chunk_size: Any, batch_size: Any, merge_mode: Any, max_detections: Any
+    threshold: Any,
+    chunk_size: Any,
+    batch_size: Any,
+    merge_mode: Any,
+    max_detections: Any,
+    official_mode: Any = False,
+    max_prompts_per_forward: Any = None,
 ) -> None:
     """Checks of the call arguments shared by [`detect`] and the pipeline (`merge_mode` None = the config's)."""
     check_score_threshold(threshold)
+    if not isinstance(official_mode, bool):
+        raise TypeError(
+            f"`official_mode` must be True (the exact official computation) or False (the fast path), got "
+            f"{official_mode!r}."
+        )
+    if max_prompts_per_forward is not None and (
+        isinstance(max_prompts_per_forward, bool)
+        or not isinstance(max_prompts_per_forward, int)
+        or max_prompts_per_forward < 1
+    ):
+        raise ValueError(
+            f"`max_prompts_per_forward` must be a positive int (or None: all chunks of an image in one forward), got "
+            f"{max_prompts_per_forward!r}."
+        )
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -166,22 +208,39 @@ def _resolve_target_sizes(target_sizes: Any, num_images: int) -> list[tuple[floa
     return pairs
 
 
-def _plan_forwards(padded_sizes: list[tuple[int, int]], num_prompts: list[int], batch_size: int) -> list[list[int]]:
-    """Image indices of each forward: images with one prompt are batched (at most `batch_size`) with images of the
-    SAME padded size, in input order; an image with several prompts (chunks) gets a forward of its own."""
-    forwards: list[list[int]] = []
+def _plan_forwards(
+    padded_sizes: list[tuple[int, int]], num_prompts: list[int], batch_size: int, max_prompts_per_forward: int | None
+) -> list[tuple[list[int], slice | None]]:
+    """The forwards to run, each `(image indices, prompt slice)`: images with one prompt are batched (at most
+    `batch_size`) with images of the SAME padded size, in input order (slice `None`: every prompt of each image); the
+    prompts (chunks) of an image with several run in forwards of their own, at most `max_prompts_per_forward` prompts
+    each (`None`: all in one), slice = the prompts of that forward."""
+    forwards: list[tuple[list[int], slice | None]] = []
     open_batches: dict[tuple[int, int], list[int]] = {}
     for index, (padded_size, prompts) in enumerate(zip(padded_sizes, num_prompts)):
         if prompts > 1:
-            forwards.append([index])
+            step = prompts if max_prompts_per_forward is None else max_prompts_per_forward
+            forwards.extend(([index], slice(start, start + step)) for start in range(0, prompts, step))
             continue
         batch = open_batches.get(padded_size)
         if batch is None or len(batch) == batch_size:
             batch = []
             open_batches[padded_size] = batch
-            forwards.append(batch)
+            forwards.append((batch, None))
         batch.append(index)
     return forwards
+
+
+@contextlib.contextmanager
+def official_fusion(model) -> Iterator[None]:
+    """Run the fusion attention of `model` in the official operation order inside the block
+    (`model.config.fusion_implementation = "official"`), restoring the config's value afterwards (also on error)."""
+    previous = model.config.fusion_implementation
+    model.config.fusion_implementation = "official"
+    try:
+        yield
+    finally:
+        model.config.fusion_implementation = previous
 
 
 @torch.inference_mode()
@@ -196,7 +255,9 @@ def detect(
     merge_mode: str | None = None,
     target_sizes: Any = None,
     max_detections: int | None = None,
-    trim_text_padding: bool = True,
+    trim_text_padding: bool | None = None,
+    official_mode: bool = False,
+    max_prompts_per_forward: int | None = DEFAULT_MAX_PROMPTS_PER_FORWARD,
 ) -> list[dict[str, Any]]:
     """Detect the labels of each image with GLIP (official detection prompt and post-processing).
 
@@ -222,18 +283,38 @@ def detect(
             each image's original size.
         max_detections (`int`, *optional*): cap on an image's merged detections (default: no cap beyond the
             official `config.max_detections` per prompt).
-        trim_text_padding (`bool`, *optional*, defaults to `True`): run each forward with the prompts cut to the
-            longest one's real tokens instead of `processor.max_length` (masked padding: same results up to float
-            rounding, faster); `False` feeds the full official padding.
+        trim_text_padding (`bool`, *optional*): run each forward with the prompts cut to the longest one's real
+            tokens instead of `processor.max_length` (masked padding: same results up to float rounding, faster);
+            `False` feeds the full official padding. Default: `True` on the fast path, `False` in official mode
+            (`True` with `official_mode=True` raises).
+        official_mode (`bool`, *optional*, defaults to `False`): run the exact official computation (the one the
+            parity tests pin): prompts padded to `processor.max_length`, the fusion in the official operation order
+            for this call, and each chunk in a forward of its own (`max_prompts_per_forward` is then 1). `False` is
+            the fast path. Both give the same detections up to float rounding.
+        max_prompts_per_forward (`int`, *optional*, defaults to 8): on the fast path, at most this many chunk
+            prompts of one image per forward, which bounds the memory of large vocabularies (the image is encoded
+            again for each forward); `None` runs all chunks of an image in one forward. Results do not depend on it
+            (up to float rounding of batched kernels). Images with a single prompt are batched by `batch_size`.
 
     Returns:
         `list[dict]`, one per image in input order: `boxes` `(num_detections, 4)` xyxy float in original-image
         pixels (or `target_sizes`), `scores` `(num_detections,)`, `labels` `(num_detections,)` 0-based indices into
         the image's label list, `text_labels` (the label names); sorted by decreasing score.
     """
-    validate_detection_arguments(threshold, chunk_size, batch_size, merge_mode, max_detections)
-    if not isinstance(trim_text_padding, bool):
-        raise TypeError(f"`trim_text_padding` must be True or False, got {trim_text_padding!r}.")
+    validate_detection_arguments(
+        threshold, chunk_size, batch_size, merge_mode, max_detections, official_mode, max_prompts_per_forward
+    )
+    if trim_text_padding is not None and not isinstance(trim_text_padding, bool):
+        raise TypeError(f"`trim_text_padding` must be True, False or None, got {trim_text_padding!r}.")
+    if official_mode and trim_text_padding:
+        raise ValueError(
+            "`trim_text_padding=True` contradicts `official_mode=True` (official mode feeds the full padding); drop "
+            "one of them."
+        )
+    if trim_text_padding is None:
+        trim_text_padding = not official_mode
+    if official_mode:
+        max_prompts_per_forward = 1  # the official chunked evaluation: one chunk after another
     image_list, label_lists = _normalize_requests(images, labels)
     target_size_list = _resolve_target_sizes(target_sizes, len(image_list))
     config = model.config
@@ -254,56 +335,67 @@ def detect(
     num_prompts = [len(prompt["chunk_label_indices"]) for prompt in prompts]
 
     results: list[dict[str, Any] | None] = [None] * len(image_list)
-    for indices in _plan_forwards(padded_sizes, num_prompts, batch_size):
-        pixel_values = torch.cat([image_features[index]["pixel_values"] for index in indices])
-        image_sizes = torch.cat([image_features[index]["image_sizes"] for index in indices])
-        text = {
-            key: torch.cat([prompts[index][key] for index in indices]).to(device)
-            for key in ("input_ids", "token_type_ids", "attention_mask")
-        }  # each (num_prompts, max_length)
-        positive_maps = [positive_map for index in indices for positive_map in prompts[index]["positive_maps"]]
-        length = int(text["attention_mask"].sum(dim=-1).max())
-        if trim_text_padding and not text["attention_mask"][:, length:].any():  # (right padding: nothing real cut)
-            text = {key: value[:, :length] for key, value in text.items()}  # each (num_prompts, length)
-            positive_maps = [positive_map[:, :length] for positive_map in positive_maps]  # zero on padding columns
-        outputs = model(
-            pixel_values=pixel_values.to(device=device, dtype=dtype), image_sizes=image_sizes.to(device), **text
-        )
-        # One entry per prompt of this forward (several prompts only for a single chunked image).
-        prompt_images = [index for index in indices for _ in range(num_prompts[index])]
-        if not bool(torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.pred_boxes).all()):
-            broken = find_non_finite_parameters(model)
-            if broken:
-                raise ValueError(
-                    f"The model weights hold NaN or infinity in {len(broken)} tensors (first: {broken[:3]}), so every "
-                    "score is NaN and nothing can be detected. Reload or re-convert the checkpoint; after training, "
-                    "lower the learning rate or use float32."
-                )
-        per_prompt = processor.post_process_grounded_object_detection(
-            outputs,
-            threshold=threshold,
-            target_sizes=[
-                target_size_list[index]
-                if target_size_list is not None
-                else tuple(image_features[index]["original_sizes"][0].tolist())
-                for index in prompt_images
-            ],
-            positive_map=positive_maps,
-            image_sizes=[tuple(image_features[index]["image_sizes"][0].tolist()) for index in prompt_images],
-            config=config,
-        )
-        start = 0
-        for index in indices:
-            chunk_results = per_prompt[start : start + num_prompts[index]]
-            start += num_prompts[index]
-            merged = merge_chunk_detections(
-                chunk_results,
-                prompts[index]["chunk_label_indices"],
-                mode=merge_mode,
-                # "concatenate" is the official plain concatenation (no NMS across chunks).
-                nms_threshold=config.nms_threshold if merge_mode == "cross_chunk_nms" else None,
-                max_detections=max_detections,
+    chunk_results: dict[int, list[dict[str, Any]]] = {}  # per image, the post-processed results of its prompts
+    fusion_context = official_fusion(model) if official_mode else contextlib.nullcontext()
+    with fusion_context:
+        for indices, prompt_slice in _plan_forwards(padded_sizes, num_prompts, batch_size, max_prompts_per_forward):
+            pixel_values = torch.cat([image_features[index]["pixel_values"] for index in indices])
+            image_sizes = torch.cat([image_features[index]["image_sizes"] for index in indices])
+            selection = slice(None) if prompt_slice is None else prompt_slice
+            text = {
+                key: torch.cat([prompts[index][key][selection] for index in indices]).to(device)
+                for key in ("input_ids", "token_type_ids", "attention_mask")
+            }  # each (num_prompts_of_forward, max_length)
+            positive_maps = [
+                positive_map for index in indices for positive_map in prompts[index]["positive_maps"][selection]
+            ]
+            length = int(text["attention_mask"].sum(dim=-1).max())
+            if trim_text_padding and not text["attention_mask"][:, length:].any():  # (right padding: nothing cut)
+                text = {key: value[:, :length] for key, value in text.items()}  # each (num_prompts_of_forward, length)
+                positive_maps = [positive_map[:, :length] for positive_map in positive_maps]  # zero on padding
+            outputs = model(
+                pixel_values=pixel_values.to(device=device, dtype=dtype), image_sizes=image_sizes.to(device), **text
             )
-            merged["text_labels"] = [label_lists[index][label] for label in merged["labels"].tolist()]
-            results[index] = merged
+            # One entry per prompt of this forward (several prompts only for a single chunked image).
+            forward_prompts = [
+                len(positive_maps) if prompt_slice is not None else num_prompts[index] for index in indices
+            ]
+            prompt_images = [index for index, count in zip(indices, forward_prompts) for _ in range(count)]
+            if not bool(torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.pred_boxes).all()):
+                broken = find_non_finite_parameters(model)
+                if broken:
+                    raise ValueError(
+                        f"The model weights hold NaN or infinity in {len(broken)} tensors (first: {broken[:3]}), so "
+                        "every score is NaN and nothing can be detected. Reload or re-convert the checkpoint; after "
+                        "training, lower the learning rate or use float32."
+                    )
+            per_prompt = processor.post_process_grounded_object_detection(
+                outputs,
+                threshold=threshold,
+                target_sizes=[
+                    target_size_list[index]
+                    if target_size_list is not None
+                    else tuple(image_features[index]["original_sizes"][0].tolist())
+                    for index in prompt_images
+                ],
+                positive_map=positive_maps,
+                image_sizes=[tuple(image_features[index]["image_sizes"][0].tolist()) for index in prompt_images],
+                config=config,
+            )
+            start = 0
+            for index, count in zip(indices, forward_prompts):
+                chunk_results.setdefault(index, []).extend(per_prompt[start : start + count])
+                start += count
+                if len(chunk_results[index]) < num_prompts[index]:
+                    continue  # more forwards of this image's chunks follow
+                merged = merge_chunk_detections(
+                    chunk_results.pop(index),
+                    prompts[index]["chunk_label_indices"],
+                    mode=merge_mode,
+                    # "concatenate" is the official plain concatenation (no NMS across chunks).
+                    nms_threshold=config.nms_threshold if merge_mode == "cross_chunk_nms" else None,
+                    max_detections=max_detections,
+                )
+                merged["text_labels"] = [label_lists[index][label] for label in merged["labels"].tolist()]
+                results[index] = merged
     return results

@@ -10,10 +10,10 @@ the softmax (and the image->text direction subtracts the row maximum, clamps aga
 kernel of transformers' attention interface (SDPA, flash, flex) can express. The parts of the head text layer
 without a clamp are transformers' own `BertSelfOutput`.
 
-The fusion attention has two exact implementations (`config.fusion_implementation`): `"official"` (the default),
-the official operation order, and `"factorised"` (opt-in), the same algebra with the wide vision projections folded
-into the text side, so that the visual positions never pass through the 2048-wide attention space (see
-[`GLIPBiMultiHeadAttention`]).
+The fusion attention has two exact implementations (`config.fusion_implementation`): `"factorised"` (the default,
+the fast path), the official algebra with the wide vision projections folded into the text side, so that the visual
+positions never pass through the 2048-wide attention space, and `"official"`, the official operation order (official
+mode; see [`GLIPBiMultiHeadAttention`]).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ ATTENTION_CLAMP_VALUE = 50000.0
 # Real tokens keep the mask value 1, a constant shift that does not change the softmax.
 TEXT_PADDING_MASK_VALUE = -9e15
 
-# Values of `GLIPConfig.fusion_implementation`: the factorised operation order and the official one (the default).
+# Values of `GLIPConfig.fusion_implementation`: the factorised operation order (the default) and the official one.
 FUSION_IMPLEMENTATIONS = ("factorised", "official")
 
 
@@ -74,13 +74,15 @@ class GLIPBiMultiHeadAttention(nn.Module):
 
     * `"official"`: project the visual tokens to the 2048-wide query and value spaces, attend per head, project the
       2048-wide output back (`N x vision_dim x 2048` three times per block for `N` visual positions);
-    * `"factorised"`: per head `h`, `S_h = v (scale W_q,h^T k_h^T) + scale b_q,h k_h^T` (the query projection folded
-      into the text keys), the text->image output `sum_h P_h (t_v,h W_o,h^T) + b_o` (the output projection folded
-      into the text values) and the image->text output `(Q_h v) W_v,h^T + rowsum(Q_h) b_v,h` (the vision value
-      projection applied after the attention). The visual side costs `N x T x heads x vision_dim` three times; the
-      folded text-side products are `T`-sized. The scores are the official ones up to float rounding and both
-      clamps are applied to them unchanged, so the clamps are kept exactly (a score beyond +-50000 is clamped to
-      the same value; near the bound the two orders differ only by that rounding).
+    * `"factorised"` (the default): per head `h`, `S_h = v (scale W_q,h^T k_h^T) + scale b_q,h k_h^T` (the query
+      projection folded into the text keys), the text->image output `sum_h P_h (t_v,h W_o,h^T) + b_o` (the output
+      projection folded into the text values) and the image->text output `(Q_h v) W_v,h^T + rowsum(Q_h) b_v,h` (the
+      vision value projection applied after the attention). The visual side costs `N x T x heads x vision_dim` three
+      times; the folded text-side products are `T`-sized. The scores are the official ones up to float rounding and
+      both clamps are applied to them unchanged, so the clamps are kept exactly (a score beyond +-50000 is clamped to
+      the same value; near the bound the two orders differ only by that rounding). With `output_attentions=True` the
+      probabilities are returned in the official layout as views that the products read through, so they retain
+      gradients as the official ones do.
     """
 
     def __init__(self, config: GLIPConfig):
@@ -180,6 +182,18 @@ class GLIPBiMultiHeadAttention(nn.Module):
             vision_scores = scores + mask_term
         vision_attention_weights = vision_scores.softmax(dim=-1)  # (b, N, H, T), sums to 1 over T
 
+        attentions = None
+        if output_attentions:
+            # The returned probabilities are views in the official layout, and the products below read THROUGH
+            # them (permuting back restores the original strides: no copy, same values), so that they are part of
+            # the graph and can retain gradients (transformers' `test_retain_grad_hidden_states_attentions`).
+            attentions = (
+                vision_attention_weights.permute(0, 2, 1, 3),  # (b, H, N, T)
+                text_attention_weights.permute(0, 2, 3, 1),  # (b, H, T, N)
+            )
+            vision_attention_weights = attentions[0].permute(0, 2, 1, 3)  # (b, H, N, T) -> (b, N, H, T)
+            text_attention_weights = attentions[1].permute(0, 3, 1, 2)  # (b, H, T, N) -> (b, N, H, T)
+
         vision_attention_probs = nn.functional.dropout(
             vision_attention_weights, p=self.dropout, training=self.training
         )
@@ -206,13 +220,6 @@ class GLIPBiMultiHeadAttention(nn.Module):
         value_bias = self.values_vision_proj.bias.view(heads, head_dim)  # (H, d)
         text_output = text_output + probability_mass[..., None] * value_bias  # (b, T, H, d)
         text_delta = self.out_text_proj(text_output.reshape(batch_size, sequence_length, self.embed_dim))
-
-        attentions = None
-        if output_attentions:
-            attentions = (
-                vision_attention_weights.permute(0, 2, 1, 3),  # (b, H, N, T)
-                text_attention_weights.permute(0, 2, 3, 1),  # (b, H, T, N)
-            )
         return vision_delta, text_delta, attentions
 
     def _forward_official(

@@ -26,7 +26,7 @@ import PIL.ImageOps
 from transformers.pipelines.zero_shot_object_detection import ZeroShotObjectDetectionPipeline
 from transformers.utils import logging
 
-from .inference_glip import detect, validate_detection_arguments
+from .inference_glip import DEFAULT_MAX_PROMPTS_PER_FORWARD, detect, validate_detection_arguments
 from .modeling_glip import GLIPForGrounding
 from .postprocessing_glip import DEFAULT_SCORE_THRESHOLD
 from .processing_glip import GLIPProcessor
@@ -46,6 +46,7 @@ STOCK_PIPELINE_IMPL = "transformers.pipelines.zero_shot_object_detection.ZeroSho
 
 # Keyword arguments the GLIP path understands at call time (on top of `batch_size` and `num_workers`).
 _PREPROCESS_PARAMETERS = ("timeout", "chunk_size")
+_FORWARD_PARAMETERS = ("official_mode", "max_prompts_per_forward")
 _POSTPROCESS_PARAMETERS = ("threshold", "top_k", "merge_mode")
 
 
@@ -124,6 +125,11 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
       [`merge_chunk_detections`].
     - `batch_size`: images per forward; only images of the same padded size share a forward, so the results do not
       depend on it (see [`detect`]).
+    - `official_mode` (`bool`, *optional*, defaults to `False`): run the exact official computation (256-token
+      padding, the official fusion order, one chunk per forward) instead of the fast path; same detections up to
+      float rounding (see [`detect`]).
+    - `max_prompts_per_forward` (`int`, *optional*, defaults to 8): on the fast path, at most this many label chunks
+      of one image per forward (bounded memory for large vocabularies; see [`detect`]).
 
     A string `candidate_labels` is split on `","` and, unlike the stock pipeline, each piece is stripped.
     Every image may have its own label list: `detector([image1, image2], candidate_labels=[["cat"], ["dog", "car"]])`.
@@ -147,8 +153,9 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
         if not self.is_glip:
             return super()._sanitize_parameters(**kwargs)
         preprocess_params = {key: kwargs[key] for key in _PREPROCESS_PARAMETERS if key in kwargs}
+        forward_params = {key: kwargs[key] for key in _FORWARD_PARAMETERS if key in kwargs}
         postprocess_params = {key: kwargs[key] for key in _POSTPROCESS_PARAMETERS if key in kwargs}
-        return preprocess_params, {}, postprocess_params
+        return preprocess_params, forward_params, postprocess_params
 
     def __call__(self, image: Any, candidate_labels: Any = None, **kwargs: Any) -> Any:
         """Detect `candidate_labels` in `image` (see the class docstring; the stock call forms are accepted).
@@ -165,17 +172,20 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
         if batch_size is None:
             batch_size = 1 if self._batch_size is None else self._batch_size
         kwargs.pop("num_workers", None)  # no DataLoader on this path
-        unknown = sorted(set(kwargs) - set(_PREPROCESS_PARAMETERS) - set(_POSTPROCESS_PARAMETERS))
+        known = _PREPROCESS_PARAMETERS + _FORWARD_PARAMETERS + _POSTPROCESS_PARAMETERS
+        unknown = sorted(set(kwargs) - set(known))
         if unknown:
             raise TypeError(
                 f"GLIPZeroShotObjectDetectionPipeline got unexpected keyword arguments {unknown}; it takes "
-                f"{sorted(_PREPROCESS_PARAMETERS + _POSTPROCESS_PARAMETERS + ('batch_size', 'num_workers'))}."
+                f"{sorted(known + ('batch_size', 'num_workers'))}."
             )
-        preprocess_params, _, postprocess_params = self._sanitize_parameters(**kwargs)
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         parameters = {
             **self._preprocess_params,
+            **self._forward_params,
             **self._postprocess_params,
             **preprocess_params,
+            **forward_params,
             **postprocess_params,
         }
         # Every argument is checked before any image is loaded or any forward runs.
@@ -185,6 +195,8 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
             batch_size,
             parameters.get("merge_mode"),
             None,
+            parameters.get("official_mode", False),
+            parameters.get("max_prompts_per_forward", DEFAULT_MAX_PROMPTS_PER_FORWARD),
         )
         top_k = parameters.get("top_k")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -275,6 +287,8 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
             chunk_size=parameters.get("chunk_size"),
             batch_size=batch_size,
             merge_mode=parameters.get("merge_mode"),
+            official_mode=parameters.get("official_mode", False),
+            max_prompts_per_forward=parameters.get("max_prompts_per_forward", DEFAULT_MAX_PROMPTS_PER_FORWARD),
         )
         top_k = parameters.get("top_k")
         formatted = []

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
-from transformers.utils import logging
+from transformers.utils import PaddingStrategy, logging
 
 from .configuration_glip import GLIPConfig
 from .hub_glip import add_remote_code_files, pop_hub_arguments, push_folder_to_hub
@@ -55,9 +55,13 @@ class GLIPTextKwargs(TextKwargs, total=False):
     Attributes:
         phrase_spans (`list`, *optional*): for a caption, per phrase its `(begin, end)` character spans (end
             exclusive); for a batch of captions, one such list (or `None`: noun-phrase extraction) per caption.
+        official_mode (`bool`, *optional*, defaults to `False`): pad every prompt to `max_text_length` tokens, as
+            the official code (the inputs the parity tests pin), instead of to the longest prompt of the call (the
+            fast path; the padding is masked, so the outputs on the real tokens are the same up to float rounding).
     """
 
     phrase_spans: list | tuple | None
+    official_mode: bool
 
 
 class GLIPProcessorKwargs(ProcessingKwargs, total=False):
@@ -126,8 +130,15 @@ class GLIPProcessor(ProcessorMixin):
 
     Keyword arguments follow transformers' unified processor kwargs ([`GLIPProcessorKwargs`]): tokenizer options
     (`padding`, `max_length`, `truncation`, ...) flat or in `text_kwargs`, image options (`size`, `do_rescale`,
-    `do_train_augmentation`, ...) flat or in `images_kwargs`, shared ones in `common_kwargs`. Prompts are padded to
-    `max_text_length` tokens unless `padding` / `max_length` say otherwise.
+    `do_train_augmentation`, ...) flat or in `images_kwargs`, shared ones in `common_kwargs`.
+
+    Padding (fast path and official mode): by default the prompts of a call are padded to the longest of them and
+    truncated at `max_text_length` tokens; the text padding is masked in the model, so its outputs on the real tokens
+    equal those of the official 256-token padding up to float rounding, with fewer tokens to compute.
+    `official_mode=True` pads every prompt to `max_text_length`, as the official code (the inputs the parity tests
+    pin; for the model side of official mode set `model.config.fusion_implementation = "official"`, or use
+    `detect(..., official_mode=True)`, which does both). Explicit `padding` / `max_length` arguments win over the
+    fast-path default; with `official_mode=True` they must agree with it.
 
     Args:
         image_processor ([`GLIPImageProcessor`]): the image processor.
@@ -164,8 +175,9 @@ class GLIPProcessor(ProcessorMixin):
 
     @property
     def text_kwargs(self) -> dict[str, Any]:
-        """Default tokenizer options (lowest priority of `_merge_kwargs`): official padding to `max_text_length`."""
-        return {"padding": "max_length", "max_length": self.max_text_length, "truncation": True}
+        """Default tokenizer options (lowest priority of `_merge_kwargs`): the fast path, padding to the longest
+        prompt of the call, truncated at `max_text_length` (`official_mode=True` pads to `max_text_length`)."""
+        return {"padding": "longest", "max_length": self.max_text_length, "truncation": True}
 
     @property
     def model_input_names(self) -> list[str]:
@@ -370,7 +382,8 @@ class GLIPProcessor(ProcessorMixin):
                 `(num_boxes, sequence_length)`, the binary token map of each box (the model's `labels` format).
             kwargs ([`GLIPProcessorKwargs`]): `phrase_spans` (per phrase, its `(begin, end)` character spans in the
                 caption; a list per caption for a batch of captions, `None` entries use noun-phrase extraction),
-                tokenizer options (`padding`, `max_length`, `truncation`; default: padding to `max_text_length`),
+                `official_mode` (pad to `max_text_length` as the official code; default: pad to the longest prompt,
+                see the class docstring), tokenizer options (`padding`, `max_length`, `truncation`),
                 image-processor options (e.g. `do_train_augmentation`, `generator`, `size`), `return_tensors` (only
                 `"pt"` or `None`: the outputs are torch tensors either way).
 
@@ -383,6 +396,11 @@ class GLIPProcessor(ProcessorMixin):
         """
         if images is None and text is None:
             raise ValueError("Pass `images`, `text` or both.")
+        explicit_text_options = {
+            key
+            for key in ("padding", "max_length")
+            if key in kwargs or key in kwargs.get("text_kwargs", {}) or key in kwargs.get("common_kwargs", {})
+        }
         output_kwargs = self._merge_kwargs(
             GLIPProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
@@ -398,6 +416,26 @@ class GLIPProcessor(ProcessorMixin):
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3
         ):
             raise ValueError(f"`max_length` must be an int >= 3, got {max_length!r}.")
+        official_mode = text_kwargs.pop("official_mode", False)
+        if not isinstance(official_mode, bool):
+            raise TypeError(
+                f"`official_mode` must be True (pad to max_text_length, as the official code) or False (pad to the "
+                f"longest prompt), got {official_mode!r}."
+            )
+        if official_mode:
+            padding = text_kwargs.get("padding")
+            if "padding" in explicit_text_options and padding not in ("max_length", PaddingStrategy.MAX_LENGTH):
+                raise ValueError(
+                    f"`padding={padding!r}` contradicts `official_mode=True` (which pads to max_text_length="
+                    f"{self.max_text_length}); drop one of them."
+                )
+            if "max_length" in explicit_text_options and max_length != self.max_text_length:
+                raise ValueError(
+                    f"`max_length={max_length!r}` contradicts `official_mode=True` (which pads to max_text_length="
+                    f"{self.max_text_length}); drop one of them."
+                )
+            text_kwargs["padding"] = "max_length"
+            max_length = self.max_text_length
         if phrase_spans is not None and text is None:
             raise ValueError("`phrase_spans` needs `text` (the caption the spans index).")
         data: dict[str, Any] = {}

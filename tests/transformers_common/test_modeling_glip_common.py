@@ -331,7 +331,12 @@ class GLIPModelTest(ModelTesterMixin, unittest.TestCase):
         if device == "cuda" and enable_kernels and dtype == torch.bfloat16:
             rtol = 3e-2
         tester = self.model_tester
+        # As the mixin's own test: a fixed seed (the inputs and weights do not depend on the tests run before) and
+        # norm epsilons of 1.0, so that near-zero activations of the tiny random model do not turn the float
+        # rounding of the two attention kernels into a flaky 1e-6 failure.
+        modeling_common.set_seed(42)
         config, inputs_dict = tester.prepare_config_and_inputs_for_common()
+        modeling_common.set_config_for_less_flaky_test(config)
         attention_mask = torch.ones_like(inputs_dict["input_ids"])
         real_tokens = torch.ones_like(attention_mask, dtype=torch.bool)
         if use_attention_mask:
@@ -353,6 +358,8 @@ class GLIPModelTest(ModelTesterMixin, unittest.TestCase):
                 model_eager = model_class.from_pretrained(directory, dtype=dtype, attn_implementation="eager")
                 model_sdpa = model_class.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
             model_eager, model_sdpa = model_eager.to(torch_device).eval(), model_sdpa.to(torch_device).eval()
+            modeling_common.set_model_for_less_flaky_test(model_eager)
+            modeling_common.set_model_for_less_flaky_test(model_sdpa)
             self.assertEqual(model_sdpa.text_model.config._attn_implementation, "sdpa")
             with (
                 torch.no_grad(),
