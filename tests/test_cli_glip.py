@@ -110,6 +110,24 @@ def test_detect_labels_table(tiny_a_dir, expected_detections, capsys, single_tor
         assert "(" + ", ".join(f"{float(value):.1f}" for value in box) + ")" in row
 
 
+@pytest.mark.parametrize("prompt", [["--labels", *LABELS], ["--caption", "a person with a dog"]])
+def test_detect_official_mode_gives_the_default_detections(tiny_a_dir, prompt, capsys, single_torch_thread):
+    """`--official-mode` (256-token padding, unfactorised fusion) and the fast default agree: same labels, boxes and
+    scores up to float rounding (1e-4: the two sum the fusion products in another order)."""
+    common = ["detect", IMAGE, "--model", tiny_a_dir, *prompt, "--threshold", "0.0", "--json", "--device", "cpu"]
+    status, fast, err = run(common, capsys)
+    assert status == 0, err
+    status, official, err = run([*common, "--official-mode"], capsys)
+    assert status == 0, err
+    fast_records, official_records = json.loads(fast)[0]["detections"], json.loads(official)[0]["detections"]
+    assert len(fast_records) == len(official_records) > 0
+    for fast_record, official_record in zip(fast_records, official_records):
+        assert fast_record["label"] == official_record["label"]
+        assert fast_record["score"] == pytest.approx(official_record["score"], abs=1e-4)
+        for key in ("xmin", "ymin", "xmax", "ymax"):
+            assert fast_record["box"][key] == pytest.approx(official_record["box"][key], abs=1e-2)
+
+
 def test_detect_labels_json_batch_and_drawn_output(
     tiny_a_dir, expected_detections, image, second_image, tmp_path, capsys, single_torch_thread
 ):

@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help=f"keep detections with score > X (default: {DEFAULT_THRESHOLD}; the pipeline's 0.1 keeps weak boxes)",
     )
+    detect_parser.add_argument(
+        "--official-mode",
+        action="store_true",
+        help="the exact official computation (prompts padded to 256 tokens, unfactorised fusion, one chunk per "
+        "forward) instead of the faster default, which equals it up to float rounding",
+    )
     detect_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     detect_parser.add_argument("--output", metavar="DIR", help="write each image with its boxes drawn into DIR")
     detect_parser.add_argument(
@@ -433,11 +439,11 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _encode_caption(processor, caption: str) -> dict[str, Any]:
+def _encode_caption(processor, caption: str, official_mode: bool = False) -> dict[str, Any]:
     if not caption.strip():
         raise CommandLineError("--caption is empty; give a sentence that names the objects")
     try:
-        encoded = processor(text=caption)
+        encoded = processor(text=caption, official_mode=official_mode)
     except ValueError as error:
         raise CommandLineError(
             f"--caption {caption!r}: {error} (name the objects with nouns, or use --labels)"
@@ -533,9 +539,10 @@ def _run_detect(arguments: argparse.Namespace) -> int:
     if output_directory is not None and output_directory.exists() and not output_directory.is_dir():
         raise CommandLineError(f"--output {output_directory} is a file; pass a folder (it is created if needed)")
     model, processor = _load_model(arguments.model, arguments.device, arguments.local_files_only)
-    encoded = _encode_caption(processor, arguments.caption) if labels is None else None
+    encoded = _encode_caption(processor, arguments.caption, arguments.official_mode) if labels is None else None
 
     from . import detect, draw_detections
+    from .inference_glip import official_fusion
 
     if output_directory is not None:
         output_directory.mkdir(parents=True, exist_ok=True)
@@ -548,8 +555,17 @@ def _run_detect(arguments: argparse.Namespace) -> int:
             try:
                 if labels is not None:
                     results = detect(
-                        model, processor, images, labels, threshold=arguments.threshold, batch_size=len(batch)
+                        model,
+                        processor,
+                        images,
+                        labels,
+                        threshold=arguments.threshold,
+                        batch_size=len(batch),
+                        official_mode=arguments.official_mode,
                     )
+                elif arguments.official_mode:
+                    with official_fusion(model):
+                        results = _detect_caption(model, processor, images, encoded, arguments.threshold)
                 else:
                     results = _detect_caption(model, processor, images, encoded, arguments.threshold)
             except ValueError as error:  # e.g. NaN weights: the library says what is wrong
