@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo benchmark clean
+.PHONY: install test lint demo transfer benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: install
 
 demo: install
 	$(BIN)/python examples/pretrain.py --output_dir out/demo
+
+# Few-shot transfer of the demo model to never-seen shapes (trains the demo model first when out/demo is missing).
+transfer: install
+	$(BIN)/python examples/transfer.py --model out/demo --train_demo --output_dir out/transfer
 
 benchmark: install
 	$(BIN)/python benchmarks/benchmark_glip_latency.py
