@@ -4,6 +4,7 @@ same results with forked workers as in-process, and the message when the demo mo
 import importlib.util
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 from transformers import AutoTokenizer
@@ -109,6 +110,20 @@ def test_forked_workers_give_the_same_results(demo_model, novel_dir, tmp_path):
 def test_missing_demo_model_says_how_to_make_it(tmp_path):
     with pytest.raises(SystemExit, match="make demo"):
         transfer.main(["--model", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")])
+
+
+def test_train_demo_runs_the_demo_pretraining_first(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pretrain_main(argv):
+        calls.append(argv)
+        raise KeyboardInterrupt  # (stop here: the rest of the experiment is covered above)
+
+    monkeypatch.setattr(transfer, "load_pretrain_example", lambda: SimpleNamespace(main=fake_pretrain_main))
+    model = str(tmp_path / "demo")
+    with pytest.raises(KeyboardInterrupt):
+        transfer.main(["--model", model, "--train_demo", "--output_dir", str(tmp_path / "out")])
+    assert calls == [["--output_dir", model]]
 
 
 @pytest.mark.parametrize(
