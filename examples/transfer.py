@@ -282,17 +282,20 @@ def plot_ap50_vs_shots(zero_shot_ap50: float, runs: list[dict], modes: list[str]
 
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for index, mode in enumerate(modes):
-        means, lows, highs = [], [], []
+        points, means, lows, highs = [], [], [], []
         for k in shots:
             values = [run["ap50"] for run in runs if run["mode"] == mode and run["shots"] == k]
+            if not values:
+                continue
             mean = statistics.mean(values)
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            points.append(k)
             means.append(mean)
             lows.append(max(0.0, mean - spread))
             highs.append(min(1.0, mean + spread))
         color = f"C{index}"
-        axis.plot(shots, means, marker="o", color=color, label=MODE_LABELS[mode])
-        axis.fill_between(shots, lows, highs, color=color, alpha=0.18, linewidth=0)
+        axis.plot(points, means, marker="o", color=color, label=MODE_LABELS[mode])
+        axis.fill_between(points, lows, highs, color=color, alpha=0.18, linewidth=0)
     axis.axhline(zero_shot_ap50, color="grey", linestyle="--", linewidth=1, label="zero-shot (pre-trained)")
     axis.set_xscale("log")
     axis.set_xticks(shots)
