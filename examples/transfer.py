@@ -304,7 +304,11 @@ def plot_ap50_vs_shots(zero_shot_ap50: float, runs: list[dict], modes: list[str]
     axis.set_xlabel("shots per category")
     axis.set_ylabel("novel-task validation AP50")
     axis.set_ylim(0, 1)
-    seeds = len({run["seed"] for run in runs})
+    counts = {}
+    for run in runs:
+        counts[(run["mode"], run["shots"])] = counts.get((run["mode"], run["shots"]), 0) + 1
+    fewest, most = min(counts.values()), max(counts.values())
+    seeds = str(fewest) if fewest == most else f"{fewest}-{most}"
     axis.set_title(f"Few-shot transfer to novel shapes (mean ± std over {seeds} seeds)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
