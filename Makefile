@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo benchmark clean self-train
+.PHONY: install test lint demo transfer self-train benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: install
 # student on both; teacher vs student AP50 over 3 seeds (out/self_train/summary.json, pseudo_labels.png).
 self-train: install
 	$(BIN)/python examples/self_train.py --output_dir out/self_train
+
+# Few-shot transfer of the demo model to never-seen shapes (trains the demo model first when out/demo is missing).
+transfer: install
+	$(BIN)/python examples/transfer.py --model out/demo --train_demo --output_dir out/transfer
 
 benchmark: install
 	$(BIN)/python benchmarks/benchmark_glip_latency.py

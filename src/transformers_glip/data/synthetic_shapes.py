@@ -37,19 +37,25 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "COLOR_VALUES",
+    "NOVEL_SHAPE_NAMES",
     "SHAPE_NAMES",
     "SIZE_RANGES",
     "SyntheticShapesConfig",
     "category_names",
+    "draw_shape",
     "generate_caption_only_split",
     "generate_synthetic_shapes",
     "make_caption",
+    "novel_shapes_config",
     "read_synthetic_metadata",
     "render_sample",
     "synthetic_features",
 ]
 
 SHAPE_NAMES = ("circle", "square", "triangle")
+# Shapes the default world never draws (not even as distractors): the categories of a "novel task" world for
+# transfer experiments (`novel_shapes_config`, `examples/transfer.py`).
+NOVEL_SHAPE_NAMES = ("star", "diamond", "cross")
 
 # Saturated, mutually distinct colours (RGB); backgrounds are drawn with low saturation so they never match.
 COLOR_VALUES = {
@@ -141,6 +147,26 @@ class SyntheticShapesConfig:
             raise ValueError("num_train_shards and num_validation_shards must be >= 1.")
 
 
+def novel_shapes_config(
+    seed: int = 0, num_train: int = 400, num_validation: int = 100, shapes: tuple[str, ...] = NOVEL_SHAPE_NAMES
+) -> SyntheticShapesConfig:
+    """A "novel task" world for transfer experiments: the default world's colours, sizes, backgrounds and
+    distractors, but shapes the default world never draws (`NOVEL_SHAPE_NAMES`: star, diamond, cross), so its
+    categories (`"red star"`, ...) are new to a model pre-trained on the default world. No held-out combinations
+    (every category appears in the training pool), one shard per split. The images are drawn with seed
+    `1000 + seed`, so their layouts differ from those of a default world generated with `seed`.
+    """
+    return SyntheticShapesConfig(
+        seed=1000 + seed,
+        num_train=num_train,
+        num_validation=num_validation,
+        num_train_shards=1,
+        num_validation_shards=1,
+        shapes=shapes,
+        held_out_combinations=(),
+    )
+
+
 def category_names(config: SyntheticShapesConfig, split: str = "validation") -> list[str]:
     """Detection vocabulary of a split: `"<colour> <shape>"` for every combination that can appear in it.
 
@@ -203,7 +229,63 @@ def _draw_triangle(draw: ImageDraw.ImageDraw, x1: int, y1: int, side: int, color
     draw.polygon([(x1 + last / 2.0, y1), (x1, y1 + last), (x1 + last, y1 + last)], fill=color)
 
 
-_SHAPE_DRAWERS = {"circle": _draw_circle, "square": _draw_square, "triangle": _draw_triangle}
+def _draw_star(draw: ImageDraw.ImageDraw, x1: int, y1: int, side: int, color: tuple[int, int, int]) -> None:
+    # A five-pointed star (inner radius 0.45 x outer) stretched to touch all four sides of the square, so its box
+    # is the square: the top point, the two side points and the two bottom points reach the edges.
+    last = side - 1
+    points = []
+    for index in range(10):
+        angle = -math.pi / 2 + index * math.pi / 5
+        radius = 1.0 if index % 2 == 0 else 0.45
+        points.append((radius * math.cos(angle), radius * math.sin(angle)))
+    min_x, max_x = min(x for x, _ in points), max(x for x, _ in points)
+    min_y, max_y = min(y for _, y in points), max(y for _, y in points)
+    draw.polygon(
+        [(x1 + last * (x - min_x) / (max_x - min_x), y1 + last * (y - min_y) / (max_y - min_y)) for x, y in points],
+        fill=color,
+    )
+
+
+def _draw_diamond(draw: ImageDraw.ImageDraw, x1: int, y1: int, side: int, color: tuple[int, int, int]) -> None:
+    # A square standing on a corner, its corners at the middles of the box's sides.
+    last = side - 1
+    draw.polygon(
+        [(x1 + last / 2.0, y1), (x1 + last, y1 + last / 2.0), (x1 + last / 2.0, y1 + last), (x1, y1 + last / 2.0)],
+        fill=color,
+    )
+
+
+def _draw_cross(draw: ImageDraw.ImageDraw, x1: int, y1: int, side: int, color: tuple[int, int, int]) -> None:
+    # A plus sign: a horizontal and a vertical bar a third of the side thick, spanning the whole square.
+    thickness = max(1, round(side / 3))
+    begin = x1 + (side - thickness) // 2
+    top = y1 + (side - thickness) // 2
+    draw.rectangle([begin, y1, begin + thickness - 1, y1 + side - 1], fill=color)
+    draw.rectangle([x1, top, x1 + side - 1, top + thickness - 1], fill=color)
+
+
+_SHAPE_DRAWERS = {
+    "circle": _draw_circle,
+    "square": _draw_square,
+    "triangle": _draw_triangle,
+    "star": _draw_star,
+    "diamond": _draw_diamond,
+    "cross": _draw_cross,
+}
+
+
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, x1: int, y1: int, side: int, color: tuple[int, int, int] | int
+) -> None:
+    """Draw `shape` (a key of the drawing table: `SHAPE_NAMES` + `NOVEL_SHAPE_NAMES`) filling the `side` x `side`
+    square at `(x1, y1)`: its tight box is `[x1, y1, x1 + side - 1, y1 + side - 1]` (inclusive pixels).
+
+    Raises:
+        ValueError: unknown `shape`.
+    """
+    if shape not in _SHAPE_DRAWERS:
+        raise ValueError(f"Unknown shape {shape!r}; known shapes: {sorted(_SHAPE_DRAWERS)}.")
+    _SHAPE_DRAWERS[shape](draw, x1, y1, side, color)
 
 
 def _place(rng: np.random.Generator, side: int, width: int, height: int, taken: list[list[float]]) -> list[int] | None:
