@@ -368,8 +368,8 @@ def test_detector_rejects_bad_inputs(tiny_deformable, tmp_path):
         detector.run(np.zeros((1, 3, 64, 96), dtype=np.float32), input_ids=encoded["input_ids"])
     with pytest.raises(ValueError, match="pass `input_ids`"):
         detector.run(np.zeros((1, 3, 64, 128), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"`input_ids` must have shape \(1, 32\)"):
-        detector.run(np.zeros((1, 3, 64, 128), dtype=np.float32), input_ids=encoded["input_ids"][:, :10])
+    with pytest.raises(ValueError, match=r"`input_ids` must have shape \(1, L\) with L <= 32"):
+        detector.run(np.zeros((1, 3, 64, 128), dtype=np.float32), input_ids=np.zeros((1, 40), dtype=np.int64))
     with pytest.raises(ValueError, match="Pass the processor's `positive_map`"):
         detector(np.zeros((1, 3, 64, 128), dtype=np.float32), [[64, 85]], input_ids=encoded["input_ids"])
     with pytest.raises(ValueError, match="`threshold`"):
@@ -392,6 +392,10 @@ def test_cli_opset_constant_is_the_library_minimum():
     assert cli.ONNX_OPSET_VERSION == MINIMUM_OPSET_VERSION
 
 
+def processor_token_count(directory, labels) -> int:
+    return int(GLIPProcessor.from_pretrained(directory)(text=labels, return_tensors="pt")["input_ids"].shape[1])
+
+
 def test_glip_export_writes_a_graph_that_runs(tiny_deformable_directory, tmp_path, capsys):
     output = tmp_path / "out" / "glip.onnx"
     arguments = ["export", "--model", tiny_deformable_directory, "--format", "onnx", "--output", output]
@@ -401,7 +405,10 @@ def test_glip_export_writes_a_graph_that_runs(tiny_deformable_directory, tmp_pat
     detector = GLIPOnnxDetector(output)
     assert detector.has_fixed_vocabulary and detector.image_size == (64, 96) and detector.text_labels == LABELS
     # P3..P7 of a 64x96 input: 8x12, 4x6, 2x3, 1x2, 1x1 anchors; batch 2 through the dynamic batch axis
-    assert detector.run(np.zeros((2, 3, 64, 96), dtype=np.float32))["logits"].shape == (2, 96 + 24 + 6 + 2 + 1, 32)
+    # The fixed graph holds the prompt's own tokens (no padding columns).
+    prompt_length = processor_token_count(tiny_deformable_directory, LABELS)
+    expected_shape = (2, 96 + 24 + 6 + 2 + 1, prompt_length)
+    assert detector.run(np.zeros((2, 3, 64, 96), dtype=np.float32))["logits"].shape == expected_shape
 
 
 @pytest.mark.parametrize(

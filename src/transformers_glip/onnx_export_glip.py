@@ -489,7 +489,7 @@ def _export(
         "deformable_conv": deformable_conv if model.config.head_use_deformable_conv else None,
     }
     if labels is None:
-        encoded = processor(text=["object"], return_tensors="pt")
+        encoded = processor(text=["object"], return_tensors="pt", official_mode=True)  # max_text_length tokens
         text_inputs = {name: encoded[name] for name in TEXT_INPUT_NAMES if name in encoded}
         if "token_type_ids" not in text_inputs:  # a tokenizer without them: the model's default, zeros
             text_inputs["token_type_ids"] = torch.zeros_like(text_inputs["input_ids"])
@@ -498,8 +498,11 @@ def _export(
         input_names = ["pixel_values", *TEXT_INPUT_NAMES]
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *OUTPUT_NAMES]}
     else:
+        # The prompt's own tokens only (the processor's default, as `detect`): the padding is masked, so a fixed
+        # vocabulary needs no padding columns in the graph.
         encoded = processor(text=labels, return_tensors="pt")
         text_inputs = {name: encoded[name] for name in TEXT_INPUT_NAMES if name in encoded}
+        metadata["sequence_length"] = int(encoded["input_ids"].shape[1])
         graph = GLIPFixedVocabularyGraph(model, text_inputs, image_size)
         example_inputs = (pixel_values,)
         input_names = ["pixel_values"]
@@ -599,8 +602,9 @@ class GLIPOnnxDetector:
 
     def run(self, pixel_values: np.ndarray, **text_inputs: np.ndarray) -> dict[str, np.ndarray]:
         """The raw graph outputs `logits`, `pred_boxes`, `centerness` for `(batch, 3, height, width)` float32
-        `pixel_values` (the graph's size) and, for the text-input form, the `(batch, sequence_length)` int64
-        `input_ids`, `attention_mask`, `token_type_ids` (zeros when omitted)."""
+        `pixel_values` (the graph's size) and, for the text-input form, the `(batch, length)` int64 `input_ids`,
+        `attention_mask`, `token_type_ids` (zeros when omitted; `length` <= the exported text length: shorter prompts
+        are padded with masked zeros, and the `logits` come back with `length` token columns)."""
         pixel_values = np.asarray(pixel_values, dtype=np.float32)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[-2:]) != self.image_size:
             raise ValueError(
@@ -608,23 +612,32 @@ class GLIPOnnxDetector:
                 f"exported size), got {pixel_values.shape}; pad with the processor's `pad_size`."
             )
         feeds = {"pixel_values": pixel_values}
+        given_length = None
         if not self.has_fixed_vocabulary:
             if "input_ids" not in text_inputs:
                 raise ValueError("This graph takes the prompt as input: pass `input_ids` (and `attention_mask`).")
             input_ids = np.asarray(text_inputs["input_ids"], dtype=np.int64)
+            graph_length = self.metadata["sequence_length"]
+            given_length = input_ids.shape[-1] if input_ids.ndim == 2 else -1
             for name in TEXT_INPUT_NAMES:
                 value = text_inputs.get(name)
                 if value is None:
                     value = np.ones_like(input_ids) if name == "attention_mask" else np.zeros_like(input_ids)
                 value = np.asarray(value, dtype=np.int64)
-                if value.shape != (pixel_values.shape[0], self.metadata["sequence_length"]):
+                if value.ndim != 2 or value.shape[0] != pixel_values.shape[0] or not 0 < given_length <= graph_length:
                     raise ValueError(
-                        f"`{name}` must have shape ({pixel_values.shape[0]}, {self.metadata['sequence_length']}), "
-                        f"got {value.shape} (the processor pads to max_text_length)."
+                        f"`{name}` must have shape ({pixel_values.shape[0]}, L) with L <= {graph_length} (the "
+                        f"exported text length), got {value.shape}."
                     )
-                feeds[name] = value
-        outputs = self.session.run(list(OUTPUT_NAMES), feeds)
-        return dict(zip(OUTPUT_NAMES, outputs))
+                if value.shape[1] != given_length:
+                    raise ValueError(f"`{name}` has {value.shape[1]} tokens, `input_ids` {given_length}.")
+                # The processor pads to the longest prompt; the graph takes `graph_length` tokens. Right-padding
+                # with masked zeros is exact (the text padding is masked everywhere).
+                feeds[name] = np.pad(value, ((0, 0), (0, graph_length - given_length)))
+        outputs = dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), feeds)))
+        if given_length is not None:
+            outputs["logits"] = outputs["logits"][..., :given_length]  # (batch, num_anchors, given_length)
+        return outputs
 
     def __call__(
         self,
