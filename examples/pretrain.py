@@ -512,7 +512,9 @@ def build_lr_scheduler(optimizer, args) -> torch.optim.lr_scheduler.LambdaLR:
     to 7e-15 over 10000 steps). The closed form here equals the official value bit for bit (it multiplies the same
     numbers; only when the warmup outlasts a milestone is the product grouped differently). A `LambdaLR` restored from
     a checkpoint recomputes the same values from its step count, so resumed runs stay bit-exact."""
-    if args.lr_scheduler == "cosine":
+    # Scripts that reuse this function without a `--lr_scheduler` option (finetune.py, transfer.py) get the official
+    # multi-step schedule.
+    if getattr(args, "lr_scheduler", "multistep") == "cosine":
         factors = [
             partial(
                 warmup_cosine_factor,
