@@ -116,13 +116,17 @@ def main(argv=None) -> dict | None:
             ordered = merge_process_predictions(gathered, dataset.samples)
             metrics = compute_dataset_metrics(dataset, ordered, lvis_fixed_ap=not arguments.lvis_standard_ap)
             results[dataset.name] = {"task": dataset.task, "num_samples": len(ordered), "metrics": metrics}
-    if not accelerator.is_main_process:
-        return None
-    summary = {"model": arguments.model, "num_processes": accelerator.num_processes, "datasets": results}
-    if arguments.suite:
-        summary["suite"] = suite_summary({name: entry["metrics"] for name, entry in results.items()})
-    paths = write_evaluation_report(arguments.output_dir, summary)
-    accelerator.print(open(paths["markdown"], encoding="utf-8").read())
+    summary = None
+    if accelerator.is_main_process:
+        summary = {"model": arguments.model, "num_processes": accelerator.num_processes, "datasets": results}
+        if arguments.suite:
+            summary["suite"] = suite_summary({name: entry["metrics"] for name, entry in results.items()})
+        paths = write_evaluation_report(arguments.output_dir, summary)
+        accelerator.print(open(paths["markdown"], encoding="utf-8").read())
+    # Every process ends here together and tears the process group down: a gloo group left to the interpreter's
+    # exit was seen to abort a process ("terminate called without an active exception") on a loaded machine.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return summary
 
 
