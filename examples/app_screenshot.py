@@ -39,7 +39,7 @@ def find_browser() -> tuple[str | None, str | None, str]:
     import importlib.util
 
     if importlib.util.find_spec("selenium") is None:
-        return None, None, 'selenium is not installed (pip install "transformers-glip[dev]")'
+        return None, None, 'selenium is not installed (pip install "transformers-glip[app]")'
     binary = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:

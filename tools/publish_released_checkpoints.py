@@ -15,8 +15,8 @@ The figures are the official ones, with their source in the card: the GLIP paper
 arXiv 2112.03857; COCO val2017 zero-shot AP in its Table 2, LVIS MiniVal / Val v1.0 zero-shot AP in its Table 3) for
 GLIP-T (A), (B), (C) and GLIP-L's LVIS figures, and the official README's model zoo for the released GLIP-T
 checkpoint (O365, GoldG, CC3M, SBU) and GLIP-L's COCO figure (the released checkpoints differ from the paper's
-rows; see `/work/shared/research/ANCHORS.md` §3a, which transcribes both). `--dry_run` converts and writes the cards
-without uploading.
+rows; see `research/ANCHORS.md` §3a of the team's shared research notes, which transcribes both). `--dry_run`
+converts and writes the cards without uploading.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 import PIL.Image
 import torch
 
+from .hub_glip import looks_like_hub_id
 from .inference_glip import detect
 from .modeling_glip import GLIPForGrounding
 from .postprocessing_glip import check_score_threshold
@@ -89,18 +90,6 @@ def import_gradio():
     return gradio
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if name.startswith((".", "/", "~")) or "\\" in name:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
 def load_glip_folder(
     model: str | os.PathLike | None = None, device: str | torch.device | None = None
 ) -> tuple[GLIPForGrounding, GLIPProcessor]:
@@ -130,7 +119,7 @@ def load_glip_folder(
             )
     elif path.exists():
         raise ValueError(f"--model {name} is a file; pass the model folder (with config.json)")
-    elif not _looks_like_hub_id(name):
+    elif not looks_like_hub_id(name):
         raise ValueError(
             f"--model {name}: no such folder (run `make demo` for the demo model in out/demo, or pass a folder "
             "written by `glip convert` or save_pretrained)"

@@ -381,23 +381,12 @@ def _load_image(path: Path):
         return PIL.ImageOps.exif_transpose(image).convert("RGB")  # camera orientation, like transformers' load_image
 
 
-def _looks_like_repo_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if name.startswith((".", "/", "~")) or "\\" in name:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
 def _load_model(name: str, device: str | None, local_files_only: bool):
     """GLIPForGrounding + GLIPProcessor of a folder or Hub id, in eval mode on `device`."""
     import torch
 
     from . import GLIPForGrounding, GLIPProcessor
+    from .hub_glip import looks_like_hub_id
 
     path = Path(name).expanduser()
     if path.is_dir():
@@ -408,7 +397,7 @@ def _load_model(name: str, device: str | None, local_files_only: bool):
             )
     elif path.exists():
         raise CommandLineError(f"--model {name} is a file; pass the model folder (with config.json) or a Hub id")
-    elif not _looks_like_repo_id(name):
+    elif not looks_like_hub_id(name):
         raise CommandLineError(f"--model {name}: no such folder (and not a Hub model id)")
     try:
         model = GLIPForGrounding.from_pretrained(name, local_files_only=local_files_only)

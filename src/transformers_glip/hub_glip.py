@@ -32,6 +32,7 @@ __all__ = [
     "REMOTE_CODE_ENTRY_MODULES",
     "REMOTE_CODE_SHIM_NAME",
     "add_remote_code_files",
+    "looks_like_hub_id",
     "pop_hub_arguments",
     "push_folder_to_hub",
     "remote_code_source_files",
@@ -226,3 +227,16 @@ def pop_hub_arguments(save_directory: str | Path, kwargs: dict) -> dict | None:
         "create_pr": kwargs.pop("create_pr", False),
         "revision": kwargs.pop("revision", None),
     }
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether `name` (not an existing local folder) reads as a Hub model id rather than a mistyped local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or "\\" in name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
