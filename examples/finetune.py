@@ -27,7 +27,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
 
 from transformers_glip import GLIPForGrounding  # (the import registers GLIP)
@@ -53,7 +52,7 @@ logger = get_logger(__name__)
 
 
 def load_pretrain_example():
-    """`examples/pretrain.py` as a module (its LR schedule is reused)."""
+    """`examples/pretrain.py` as a module (its LR schedule and Hub-argument checks are reused)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
     specification = importlib.util.spec_from_file_location("pretrain_example", path)
     module = importlib.util.module_from_spec(specification)
@@ -91,7 +90,7 @@ def parse_args(argv=None):
     parser.add_argument("--hub_model_id", help="Hub repository for --push_to_hub (default: the --output_dir name).")
     parser.add_argument("--hub_token", help="Hub token for --push_to_hub (default: the logged-in one).")
     args = parser.parse_args(argv)
-    check_hub_arguments(parser, args)
+    load_pretrain_example().check_hub_arguments(parser, args)  # the same Hub options and checks
     try:
         args.mode = normalize_tuning_mode(args.mode)
     except ValueError as error:
@@ -112,17 +111,6 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
-
-
-def check_hub_arguments(parser: argparse.ArgumentParser, args) -> None:
-    """`--hub_model_id` / `--hub_token` need `--push_to_hub`; the id must be a Hub id (checked before training)."""
-    if not args.push_to_hub and (args.hub_model_id or args.hub_token):
-        parser.error("--hub_model_id / --hub_token: pass --push_to_hub too.")
-    if args.push_to_hub:
-        try:
-            validate_repo_id(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)))
-        except HFValidationError as error:
-            parser.error(f"--hub_model_id (default: the --output_dir name) is not a Hub model id: {error}")
 
 
 def push_output_to_hub(args, summary: dict) -> None:
