@@ -97,7 +97,8 @@ def parse_args(argv=None):
         "--student_init",
         choices=["scratch", "teacher"],
         default="scratch",
-        help="'scratch' (the paper's student; same steps as the teacher) or 'teacher' (continue its weights).",
+        help="'scratch' (the paper's student; same steps as the teacher) or 'teacher' (continue its weights; then a "
+        "control with the same total budget is trained too: the teacher continued on the labelled split alone).",
     )
     parser.add_argument("--label_batch_size", type=int, default=8, help="Images per teacher forward.")
     # Overrides of the demo recipe (`pretrain.DEMO_DEFAULTS`), for tiny test runs.
@@ -376,6 +377,7 @@ def run_seed(args, seed: int, world_dir: str, caption_dir: str, hidden: dict, ne
     """Teacher, pseudo labels and student of one seed; returns every figure of the run."""
     seed_dir = os.path.join(args.output_dir, f"seed_{seed}")
     teacher_dir, student_dir = os.path.join(seed_dir, "teacher"), os.path.join(seed_dir, "student")
+    control_dir = os.path.join(seed_dir, "control")
     pseudo_dir = os.path.join(seed_dir, "pseudo_labels")
     labelled = [["synthetic_detection", world_dir], ["synthetic_grounding", world_dir]]
     labelled_ratios = [ratio for _, ratio in pretrain.DEMO_SOURCES]
@@ -408,12 +410,24 @@ def run_seed(args, seed: int, world_dir: str, caption_dir: str, hidden: dict, ne
         student_arguments += ["--model_name_or_path", teacher_dir]
     student = run_pretrain(student_arguments + evaluation) if rows else None
     timings["student_seconds"] = time.time() - start
+
+    control = None
+    if args.student_init == "teacher":
+        # The student then has twice the teacher's steps; the fair comparison is the teacher continued for the same
+        # steps on the labelled split alone (same recipe, seed and data order of the labelled sources).
+        start = time.time()
+        control_arguments = pretrain_arguments(args, control_dir, labelled, labelled_ratios, seed)
+        control = run_pretrain(control_arguments + ["--model_name_or_path", teacher_dir] + evaluation)
+        timings["control_seconds"] = time.time() - start
     return {
         "seed": seed,
         "teacher": {key: teacher.get(key) for key in ("ap50", "ap50_held_out", "ap50_seen", "ap", "steps")},
         "student": None
         if student is None
         else {key: student.get(key) for key in ("ap50", "ap50_held_out", "ap50_seen", "ap", "steps")},
+        "control": None
+        if control is None
+        else {key: control.get(key) for key in ("ap50", "ap50_held_out", "ap50_seen", "ap", "steps")},
         "labelling": labelling,
         "pseudo_label_quality": quality,
         "timings": timings,
@@ -422,26 +436,31 @@ def run_seed(args, seed: int, world_dir: str, caption_dir: str, hidden: dict, ne
 
 
 def format_table(results: list[dict]) -> str:
-    """Teacher vs student per seed and the mean, with the pseudo labels' precision and recall."""
+    """Teacher vs student per seed and the mean, with the pseudo labels' precision and recall (and the same-budget
+    control's AP50 when the student continued from the teacher)."""
 
     def number(value) -> str:
         return "  -  " if value is None else f"{value:.3f}"
 
-    header = (
-        "| seed | teacher AP50 | student AP50 | teacher never-seen AP50 | student never-seen AP50 | pseudo boxes | "
-        "precision | recall | never-seen precision | never-seen recall |"
-    )
+    with_control = any(result["control"] is not None for result in results)
+    names = ["teacher AP50", "student AP50", "teacher never-seen AP50", "student never-seen AP50"]
+    if with_control:
+        names += ["control AP50", "control never-seen AP50"]
+    quality_names = ["pseudo boxes", "precision", "recall", "never-seen precision", "never-seen recall"]
+    header = "| seed | " + " | ".join(names + quality_names) + " |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     columns = []
     for result in results:
         quality = result["pseudo_label_quality"]
-        student = result["student"] or {}
+        student, control = result["student"] or {}, result["control"] or {}
         values = [
             result["teacher"]["ap50"],
             student.get("ap50"),
             result["teacher"]["ap50_held_out"],
             student.get("ap50_held_out"),
         ]
+        if with_control:
+            values += [control.get("ap50"), control.get("ap50_held_out")]
         columns.append(values)
         lines.append(
             f"| {result['seed']} | "
@@ -450,10 +469,10 @@ def format_table(results: list[dict]) -> str:
             f"{number(quality['never_seen_precision'])} | {number(quality['never_seen_recall'])} |"
         )
     means = []
-    for index in range(4):
+    for index in range(len(names)):
         values = [column[index] for column in columns if column[index] is not None]
         means.append(sum(values) / len(values) if values else None)
-    lines.append("| mean | " + " | ".join(number(value) for value in means) + " | | | | | |")
+    lines.append("| mean | " + " | ".join(number(value) for value in means) + " |" + " |" * len(quality_names))
     return "\n".join(lines)
 
 
@@ -468,6 +487,14 @@ def write_results(args, results: list[dict], world_seconds: float, start: float)
                 "student_ap50": (result["student"] or {}).get("ap50"),
                 "teacher_never_seen_ap50": result["teacher"]["ap50_held_out"],
                 "student_never_seen_ap50": (result["student"] or {}).get("ap50_held_out"),
+                **(
+                    {}
+                    if result["control"] is None
+                    else {
+                        "control_ap50": result["control"]["ap50"],
+                        "control_never_seen_ap50": result["control"]["ap50_held_out"],
+                    }
+                ),
             }
             for result in results
         ]

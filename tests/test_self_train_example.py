@@ -55,6 +55,38 @@ def test_end_to_end_writes_the_summary_schema(self_train, tmp_path, capsys):
     assert "| seed | teacher AP50 | student AP50 |" in table and "| mean |" in table
 
 
+def test_student_from_the_teacher_is_compared_with_a_same_budget_control(self_train, tmp_path, capsys, monkeypatch):
+    calls = []
+    original = self_train.run_pretrain
+
+    def recording_run_pretrain(argv):
+        calls.append(argv)
+        return original(argv)
+
+    monkeypatch.setattr(self_train, "run_pretrain", recording_run_pretrain)
+    output_dir = tmp_path / "run"
+    summary = self_train.main(["--output_dir", str(output_dir), "--seeds", "0", "--student_init", "teacher", *TINY])
+    (run,) = summary["runs"]
+    assert tuple(run) == self_train.SUMMARY_KEYS + ("control_ap50", "control_never_seen_ap50")
+    assert all(0.0 <= value <= 1.0 for key, value in run.items() if key != "seed"), run
+    (details,) = json.loads((output_dir / "details.json").read_text())["runs"]
+    assert details["control"]["steps"] == details["student"]["steps"] == details["teacher"]["steps"] == 2
+
+    def option(argv, name):
+        return [argv[index + 1] for index, item in enumerate(argv) if item == name]
+
+    teacher, student, control = calls
+    teacher_dir = str(output_dir / "seed_0" / "teacher")
+    assert option(teacher, "--output_dir") == [teacher_dir] and not option(teacher, "--model_name_or_path")
+    # Student and control both continue from the teacher; the control sees the labelled sources alone.
+    assert option(student, "--model_name_or_path") == option(control, "--model_name_or_path") == [teacher_dir]
+    assert option(student, "--dataset") == ["synthetic_detection", "synthetic_grounding", "pseudo_label"]
+    assert (
+        option(control, "--dataset") == option(teacher, "--dataset") == ["synthetic_detection", "synthetic_grounding"]
+    )
+    assert "| control AP50 | control never-seen AP50 |" in capsys.readouterr().out
+
+
 def test_pseudo_labels_are_scored_against_the_hidden_boxes(self_train):
     hidden = {
         "000000001": {
