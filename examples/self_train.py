@@ -76,7 +76,10 @@ def parse_args(argv=None):
     parser.add_argument("--num_captions", type=int, default=2000, help="Images of the LARGE caption-only split.")
     parser.add_argument("--num_validation", type=int, default=200, help="Held-out evaluation images.")
     parser.add_argument("--caption_shards", type=int, default=4, help="Webdataset tar shards of the captions.")
-    parser.add_argument("--steps", type=int, default=500, help="Optimizer steps of the teacher AND the student.")
+    parser.add_argument("--steps", type=int, default=500, help="Optimizer steps of the student (and the control).")
+    parser.add_argument(
+        "--teacher_steps", type=int, help="Optimizer steps of the teacher (default: --steps, the same budget)."
+    )
     parser.add_argument(
         "--pseudo_label_ratio",
         type=float,
@@ -113,7 +116,16 @@ def parse_args(argv=None):
     parser.add_argument("--shape_sizes", nargs="+", help="World shape sizes (small medium large).")
     parser.add_argument("--num_pictures", type=int, default=6, help="Caption images in pseudo_labels.png.")
     args = parser.parse_args(argv)
-    checks = {"steps": 1, "num_labelled": 1, "num_captions": 1, "num_validation": 1, "caption_shards": 1}
+    if args.teacher_steps is None:
+        args.teacher_steps = args.steps
+    checks = {
+        "steps": 1,
+        "teacher_steps": 1,
+        "num_labelled": 1,
+        "num_captions": 1,
+        "num_validation": 1,
+        "caption_shards": 1,
+    }
     for name, minimum in checks.items():
         if getattr(args, name) < minimum:
             parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}.")
@@ -176,7 +188,9 @@ def read_hidden_ground_truth(caption_dir: str) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------- training
 
 
-def pretrain_arguments(args, output_dir: str, datasets: list[list[str]], ratios: list[float], seed: int) -> list:
+def pretrain_arguments(
+    args, output_dir: str, datasets: list[list[str]], ratios: list[float], seed: int, steps: int
+) -> list:
     """`examples/pretrain.py` arguments: the demo recipe (`DEMO_DEFAULTS`) with this run's data, steps and seed."""
     recipe = dict(pretrain.DEMO_DEFAULTS)
     for key in (
@@ -190,9 +204,9 @@ def pretrain_arguments(args, output_dir: str, datasets: list[list[str]], ratios:
     ):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    recipe["max_train_steps"] = args.steps
+    recipe["max_train_steps"] = steps
     recipe["eval_steps"] = 0  # only the final evaluation
-    recipe["warmup_steps"] = min(recipe["warmup_steps"], max(args.steps // 4, 0))
+    recipe["warmup_steps"] = min(recipe["warmup_steps"], max(steps // 4, 0))
     argv = ["--output_dir", output_dir, "--seed", str(seed)]
     for key, value in recipe.items():
         argv += [f"--{key}", *(str(item) for item in value)] if isinstance(value, list) else [f"--{key}", str(value)]
@@ -389,7 +403,8 @@ def run_seed(args, seed: int, world_dir: str, caption_dir: str, hidden: dict, ne
     ]
     timings = {}
     start = time.time()
-    teacher = run_pretrain(pretrain_arguments(args, teacher_dir, labelled, labelled_ratios, seed) + evaluation)
+    teacher_arguments = pretrain_arguments(args, teacher_dir, labelled, labelled_ratios, seed, args.teacher_steps)
+    teacher = run_pretrain(teacher_arguments + evaluation)
     timings["teacher_seconds"] = time.time() - start
 
     start = time.time()
@@ -404,7 +419,7 @@ def run_seed(args, seed: int, world_dir: str, caption_dir: str, hidden: dict, ne
     share = args.pseudo_label_ratio
     student_ratios = [ratio * (1 - share) / sum(labelled_ratios) for ratio in labelled_ratios] + [share]
     student_arguments = pretrain_arguments(
-        args, student_dir, labelled + [["pseudo_label", pseudo_dir]], student_ratios, seed
+        args, student_dir, labelled + [["pseudo_label", pseudo_dir]], student_ratios, seed, args.steps
     )
     if args.student_init == "teacher":
         student_arguments += ["--model_name_or_path", teacher_dir]
@@ -416,7 +431,7 @@ def run_seed(args, seed: int, world_dir: str, caption_dir: str, hidden: dict, ne
         # The student then has twice the teacher's steps; the fair comparison is the teacher continued for the same
         # steps on the labelled split alone (same recipe, seed and data order of the labelled sources).
         start = time.time()
-        control_arguments = pretrain_arguments(args, control_dir, labelled, labelled_ratios, seed)
+        control_arguments = pretrain_arguments(args, control_dir, labelled, labelled_ratios, seed, args.steps)
         control = run_pretrain(control_arguments + ["--model_name_or_path", teacher_dir] + evaluation)
         timings["control_seconds"] = time.time() - start
     return {
@@ -538,7 +553,8 @@ def main(argv=None) -> dict:
         print(format_table(results), flush=True)
     total_minutes = (time.time() - start) / 60
     print(
-        f"{len(results)} seeds, {args.steps} steps each for teacher and student (student init: {args.student_init}), "
+        f"{len(results)} seeds, teacher {args.teacher_steps} steps, student {args.steps} steps (student init: "
+        f"{args.student_init}), "
         f"{args.num_labelled} labelled + {args.num_captions} caption-only images, pseudo labels with score > "
         f"{args.pseudo_label_threshold}; {total_minutes:.1f} min wall in all.",
         flush=True,
