@@ -85,7 +85,7 @@ def glip_t_step_seconds(height: int, width: int, threads: int, runs: int) -> dic
         loss = model(pixel_values, **text, image_sizes=image_sizes, labels=labels).loss
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     step()  # warm-up
     timings = []
