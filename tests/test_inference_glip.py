@@ -258,29 +258,43 @@ def test_official_mode_runs_the_official_computation_with_the_fast_path_detectio
     and one chunk per forward; the fast path (default) trims the padding, factorises the fusion and batches chunks.
     Both give the same detections."""
     assert tiny_model.config.fusion_implementation == "factorised"  # the default of a config without the field
+    assert tiny_model.config.deformable_conv_implementation == "gather"
     labels = [f"thing number {index}" for index in range(100)]  # 3 chunks
     seen = []  # (text length, fusion implementation) of every fusion call
+    deformable = []  # the deformable conv implementation of every call of one deformable conv
     attention = tiny_model.model.head.blocks[0].fusion.attention
-    handle = attention.register_forward_pre_hook(
-        lambda module, args: seen.append((args[1].shape[1], module.config.fusion_implementation))
-    )
+    handles = [
+        attention.register_forward_pre_hook(
+            lambda module, args: seen.append((args[1].shape[1], module.config.fusion_implementation))
+        ),
+        tiny_model.model.head.blocks[0]
+        .dyconv.convs[1]
+        .conv.register_forward_pre_hook(
+            lambda module, args: deformable.append(module.config.deformable_conv_implementation)
+        ),
+    ]
     try:
         with CallCounter(tiny_model.model.head) as head:
             official = detect(tiny_model, small_processor, image, labels, threshold=None, official_mode=True)[0]
         assert head.batch_sizes == [1, 1, 1]
         assert seen == [(small_processor.max_length, "official")] * 3
+        assert deformable and set(deformable) == {"torchvision"}
         assert tiny_model.config.fusion_implementation == "factorised"  # restored
+        assert tiny_model.config.deformable_conv_implementation == "gather"
         seen.clear()
+        deformable.clear()
         with CallCounter(tiny_model.model.head) as head:
             fast = detect(tiny_model, small_processor, image, labels, threshold=None)[0]
         assert head.batch_sizes == [3]
         assert len(seen) == 1 and seen[0][0] < small_processor.max_length and seen[0][1] == "factorised"
+        assert deformable and set(deformable) == {"gather"}
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     assert_same_results(fast, official, tolerance=SCORE_TOLERANCE)
 
 
-def test_official_mode_restores_the_fusion_implementation_on_error(tiny_model, small_processor, image):
+def test_official_mode_restores_the_implementations_on_error(tiny_model, small_processor, image):
     def failing_forward(*args, **kwargs):
         raise RuntimeError("forward failed")
 
@@ -292,6 +306,7 @@ def test_official_mode_restores_the_fusion_implementation_on_error(tiny_model, s
     finally:
         tiny_model.forward = original_forward
     assert tiny_model.config.fusion_implementation == "factorised"
+    assert tiny_model.config.deformable_conv_implementation == "gather"
 
 
 def test_cross_chunk_suppression_only_acts_across_chunks():

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from torchvision.ops import deform_conv2d
 from transformers import BertConfig
 
 from transformers_glip import GLIPConfig, GLIPForGrounding, GLIPGroundingOutput, GLIPModel
@@ -23,7 +24,7 @@ from transformers_glip.conversion import (
     convert_state_dict,
     load_original_state_dict,
 )
-from transformers_glip.modeling_glip import GLIPHeadBlock, reinterpret_offsets_for_output
+from transformers_glip.modeling_glip import GLIPHeadBlock, gather_deform_conv2d, reinterpret_offsets_for_output
 
 torch.set_num_threads(2)
 
@@ -328,6 +329,73 @@ def test_variant_a_builds_and_runs():
     # Padded token columns use the zeroed `embedded` text: all equal to bias0 + bias(projection) terms.
     padded_logits = outputs.logits[1, :, 8:]
     torch.testing.assert_close(padded_logits, padded_logits[:, :1].expand_as(padded_logits))
+
+
+@pytest.mark.parametrize("offset_scale", [3.0, 0.0], ids=["random_offsets", "zero_offsets"])
+@pytest.mark.parametrize("stride, batch_size", [(1, 1), (2, 1), (1, 2), (2, 3)])
+def test_gathered_deformable_conv_equals_torchvision(stride, batch_size, offset_scale):
+    """The fast path's `gather_deform_conv2d` is torchvision's modulated deformable conv: offsets of up to +-6 px put
+    sampling points outside the map and on its borders (zero padding), on maps that are not square; zero offsets
+    (the official zero-initialised offset branch at the start of training) put every point on integer pixels and
+    on the padding border `-1`, where the bilinear surface has kinks. In float64 the outputs and every gradient
+    agree to rounding (torchvision's one-sided derivatives included); in float32 to the product's summation order."""
+    generator = torch.Generator().manual_seed(stride * 10 + batch_size)
+    height, width = 9, 13
+    output_height, output_width = (height - 1) // stride + 1, (width - 1) // stride + 1
+
+    def random(*shape, scale=1.0):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
+
+    inputs = {
+        "hidden_states": random(batch_size, 6, height, width),
+        "offset": random(batch_size, 18, output_height, output_width, scale=offset_scale),
+        "mask": torch.rand(batch_size, 9, output_height, output_width, generator=generator, dtype=torch.float64),
+        "weight": random(5, 6, 3, 3),
+        "bias": random(5),
+    }
+    if offset_scale:
+        inputs["offset"][..., 0, 0] = torch.tensor([-1.0, 1.0] * 9)  # points exactly on the border rows/columns
+    for tensor in inputs.values():
+        tensor.requires_grad_(True)
+    expected = deform_conv2d(
+        inputs["hidden_states"], inputs["offset"], inputs["weight"], inputs["bias"], stride=stride, padding=1,
+        mask=inputs["mask"],
+    )  # fmt: skip
+    actual = gather_deform_conv2d(**inputs, stride=stride, padding=1)
+    torch.testing.assert_close(actual, expected, atol=1e-12, rtol=0)
+    outer = random(*expected.shape)
+    expected_gradients = torch.autograd.grad((expected * outer).sum(), list(inputs.values()))
+    actual_gradients = torch.autograd.grad((actual * outer).sum(), list(inputs.values()))
+    for name, actual_gradient, expected_gradient in zip(inputs, actual_gradients, expected_gradients):
+        torch.testing.assert_close(actual_gradient, expected_gradient, atol=1e-10, rtol=0, msg=name)
+    with torch.no_grad():
+        single = {name: tensor.float() for name, tensor in inputs.items()}
+        expected = deform_conv2d(
+            single["hidden_states"], single["offset"], single["weight"], single["bias"], stride=stride, padding=1,
+            mask=single["mask"],
+        )  # fmt: skip
+        actual = gather_deform_conv2d(**single, stride=stride, padding=1)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)  # float32: 54-term sums in another order
+
+
+def test_model_switches_its_deformable_conv_with_its_config():
+    """`deformable_conv_implementation` is read at every call: the same model gives torchvision's and the gathered
+    implementation's outputs, equal to float32 rounding; an unknown value is refused."""
+    model = tiny_model().eval()
+    assert model.config.deformable_conv_implementation == "gather"
+    pixel_values, input_ids, attention_mask = tiny_inputs()
+    outputs = {}
+    with torch.no_grad():
+        for implementation in ("gather", "torchvision"):
+            model.config.deformable_conv_implementation = implementation
+            outputs[implementation] = model(pixel_values, input_ids, attention_mask)
+    assert not torch.equal(outputs["gather"].logits, outputs["torchvision"].logits)  # two computations ran
+    torch.testing.assert_close(outputs["gather"].logits, outputs["torchvision"].logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        outputs["gather"].box_regression, outputs["torchvision"].box_regression, atol=1e-4, rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="deformable_conv_implementation must be 'gather' or 'torchvision'"):
+        GLIPConfig(deformable_conv_implementation="cuda")
 
 
 def test_plain_conv_head_equals_deformable_head_with_zero_offsets():

@@ -59,8 +59,11 @@ def converted(tmp_path_factory):
             ]
             completed = subprocess.run(command, capture_output=True, text=True)
             assert completed.returncode == 0, completed.stdout + completed.stderr
-            # Official mode: the fusion in the official operation order (the default is the factorised fast path).
-            model = GLIPForGrounding.from_pretrained(output_dir, fusion_implementation="official").eval()
+            # Official mode: the fusion in the official operation order and torchvision's deformable conv (the
+            # defaults are the fast path's factorised fusion and gathered deformable conv).
+            model = GLIPForGrounding.from_pretrained(
+                output_dir, fusion_implementation="official", deformable_conv_implementation="torchvision"
+            ).eval()
             processor = GLIPProcessor.from_pretrained(output_dir)
             _CONVERTED[fixture.name] = (model, processor)
         return _CONVERTED[fixture.name]

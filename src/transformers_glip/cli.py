@@ -531,7 +531,7 @@ def _run_detect(arguments: argparse.Namespace) -> int:
     encoded = _encode_caption(processor, arguments.caption, arguments.official_mode) if labels is None else None
 
     from . import detect, draw_detections
-    from .inference_glip import official_fusion
+    from .inference_glip import official_computation
 
     if output_directory is not None:
         output_directory.mkdir(parents=True, exist_ok=True)
@@ -553,7 +553,7 @@ def _run_detect(arguments: argparse.Namespace) -> int:
                         official_mode=arguments.official_mode,
                     )
                 elif arguments.official_mode:
-                    with official_fusion(model):
+                    with official_computation(model):
                         results = _detect_caption(model, processor, images, encoded, arguments.threshold)
                 else:
                     results = _detect_caption(model, processor, images, encoded, arguments.threshold)

@@ -145,6 +145,14 @@ class GLIPConfig(PreTrainedConfig):
             parity tests pin (`detect(..., official_mode=True)` selects it for one call). A saved config without
             this field (every folder saved while `"official"` was the default and not changed) loads with the
             current default, `"factorised"`.
+        deformable_conv_implementation (`str`, *optional*, defaults to `"gather"`):
+            How the head's modulated deformable convolutions run: `"gather"` (the fast path,
+            `modeling_glip.gather_deform_conv2d`: torchvision's bilinear sampling, operation for operation, as row
+            gathers on a channels-last copy of the map, then one matrix product; the official result up to the
+            product's summation order, ~1e-6 relative) or `"torchvision"` (`torchvision.ops.deform_conv2d`, the
+            official CUDA kernel's computation, what the parity tests pin; `detect(..., official_mode=True)` selects
+            it for one call). Measured on 2 CPU cores at 800x1333, GLIP-T: see the README's speed table. A saved
+            config without this field loads with the current default, `"gather"`.
         head_group_norm_groups (`int`, *optional*, defaults to 16):
             GroupNorm groups after each deformable conv (`MODEL.GROUP_NORM.NUM_GROUPS`).
         head_use_deformable_conv (`bool`, *optional*, defaults to `True`):
@@ -220,6 +228,7 @@ class GLIPConfig(PreTrainedConfig):
         fusion_dropout: float = 0.1,
         fusion_layer_scale_init: float | None = None,
         fusion_implementation: str = "factorised",
+        deformable_conv_implementation: str = "gather",
         head_group_norm_groups: int = 16,
         head_use_deformable_conv: bool = True,
         anchor_strides: list[int] | tuple[int, ...] = (8, 16, 32, 64, 128),
@@ -256,6 +265,7 @@ class GLIPConfig(PreTrainedConfig):
         self.fusion_dropout = fusion_dropout
         self.fusion_layer_scale_init = fusion_layer_scale_init
         self.fusion_implementation = fusion_implementation
+        self.deformable_conv_implementation = deformable_conv_implementation
         self.head_group_norm_groups = head_group_norm_groups
         self.head_use_deformable_conv = head_use_deformable_conv
         self.anchor_strides = list(anchor_strides)
@@ -418,6 +428,11 @@ class GLIPConfig(PreTrainedConfig):
         if self.fusion_implementation not in ("factorised", "official"):
             raise ValueError(
                 f"fusion_implementation must be 'factorised' or 'official', got {self.fusion_implementation!r}."
+            )
+        if self.deformable_conv_implementation not in ("gather", "torchvision"):
+            raise ValueError(
+                "deformable_conv_implementation must be 'gather' or 'torchvision', got "
+                f"{self.deformable_conv_implementation!r}."
             )
         if self.chunk_merge_mode not in ("concatenate", "cross_chunk_nms"):
             raise ValueError(

@@ -30,9 +30,12 @@ model config's values. It adds what the official code leaves to the user:
   rounding of batched kernels).
 
 **Fast path and official mode.** By default [`detect`] runs the fast path: trimmed text padding, sub-batched chunks
-and the model's `config.fusion_implementation` (`"factorised"` by default). `official_mode=True` runs the exact
-official computation instead, the one the parity tests pin: prompts padded to `max_text_length`, the fusion in the
-official operation order (`fusion_implementation="official"` for the call) and each chunk in a forward of its own,
+and the model's `config.fusion_implementation` (`"factorised"` by default) and
+`config.deformable_conv_implementation` (`"gather"` by default). `official_mode=True` runs the exact official
+computation instead, the one the parity tests pin: prompts padded to `max_text_length`, the fusion in the official
+operation order and torchvision's deformable convolution (`fusion_implementation="official"`,
+`deformable_conv_implementation="torchvision"` for the call, see [`official_computation`]) and each chunk in a
+forward of its own,
 one after another, as the official chunked evaluation. Both give the same detections up to float rounding.
 """
 
@@ -61,7 +64,7 @@ __all__ = [
     "DEFAULT_MAX_PROMPTS_PER_FORWARD",
     "detect",
     "encode_detection_prompts",
-    "official_fusion",
+    "official_computation",
     "validate_detection_arguments",
 ]
 
@@ -232,15 +235,17 @@ def _plan_forwards(
 
 
 @contextlib.contextmanager
-def official_fusion(model) -> Iterator[None]:
-    """Run the fusion attention of `model` in the official operation order inside the block
-    (`model.config.fusion_implementation = "official"`), restoring the config's value afterwards (also on error)."""
-    previous = model.config.fusion_implementation
-    model.config.fusion_implementation = "official"
+def official_computation(model) -> Iterator[None]:
+    """Run `model` with the official computation inside the block: the fusion attention in the official operation
+    order (`config.fusion_implementation = "official"`) and torchvision's deformable convolution
+    (`config.deformable_conv_implementation = "torchvision"`), restoring the config's values afterwards (also on
+    error)."""
+    previous = model.config.fusion_implementation, model.config.deformable_conv_implementation
+    model.config.fusion_implementation, model.config.deformable_conv_implementation = "official", "torchvision"
     try:
         yield
     finally:
-        model.config.fusion_implementation = previous
+        model.config.fusion_implementation, model.config.deformable_conv_implementation = previous
 
 
 @torch.inference_mode()
@@ -336,7 +341,7 @@ def detect(
 
     results: list[dict[str, Any] | None] = [None] * len(image_list)
     chunk_results: dict[int, list[dict[str, Any]]] = {}  # per image, the post-processed results of its prompts
-    fusion_context = official_fusion(model) if official_mode else contextlib.nullcontext()
+    fusion_context = official_computation(model) if official_mode else contextlib.nullcontext()
     with fusion_context:
         for indices, prompt_slice in _plan_forwards(padded_sizes, num_prompts, batch_size, max_prompts_per_forward):
             pixel_values = torch.cat([image_features[index]["pixel_values"] for index in indices])

@@ -48,6 +48,7 @@ __all__ = [
     "GLIPScale",
     "hard_sigmoid",
     "reinterpret_offsets_for_output",
+    "gather_deform_conv2d",
 ]
 
 # Modulated deformable 3x3 convs: 9 kernel taps, each with a (dy, dx) offset and a sigmoid modulation mask.
@@ -128,15 +129,95 @@ class GLIPScale(nn.Module):
         return tensor * self.scale
 
 
+def gather_deform_conv2d(
+    hidden_states: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    stride: int,
+    padding: int,
+) -> torch.Tensor:
+    """Modulated deformable 3x3 convolution (`torchvision.ops.deform_conv2d` with one offset group, dilation 1) as
+    row gathers on a channels-last copy of the map and one matrix product: the fast path's implementation
+    (`config.deformable_conv_implementation = "gather"`).
+
+    The sampling is torchvision's, operation for operation: each of the four integer neighbours of a point adds
+    `bilinear weight * value` when it lies in the map (zero padding), in torchvision's corner order, and the sum is
+    then multiplied by the mask. (torchvision's forward also returns 0 outside `(-1, height) x (-1, width)`; there
+    every neighbour is outside the map or has weight exactly 0, so no separate test is needed, and without one the
+    offset gradient on the border `y = -1` / `x = -1` is torchvision's too.) So the sampled columns are
+    bit-identical to torchvision's and autograd gives its gradients; only the matrix product sums the
+    `9 * channels` terms in another order (float rounding, ~1e-6 relative). Each sampling point gathers whole rows of `channels` contiguous values (instead of one value per
+    channel and point), and the product is one large GEMM, which is what makes it faster on CPU.
+
+    Args:
+        hidden_states: `(batch, channels, height, width)`.
+        offset: `(batch, 18, out_height, out_width)`, `(dy, dx)` interleaved per tap.
+        mask: `(batch, 9, out_height, out_width)`.
+        weight: `(out_channels, channels, 3, 3)`; bias: `(out_channels,)`.
+
+    Returns:
+        `(batch, out_channels, out_height, out_width)`.
+    """
+    batch_size, channels, height, width = hidden_states.shape
+    out_channels = weight.shape[0]
+    out_height, out_width = offset.shape[-2:]
+    dtype, device = hidden_states.dtype, hidden_states.device
+    output_rows = torch.arange(out_height, dtype=dtype, device=device) * stride - padding  # (out_height,)
+    output_columns = torch.arange(out_width, dtype=dtype, device=device) * stride - padding  # (out_width,)
+    tap_rows = torch.arange(DEFORMABLE_KERNEL_SIZE, dtype=dtype, device=device).repeat_interleave(
+        DEFORMABLE_KERNEL_SIZE
+    )  # (taps,)
+    tap_columns = torch.arange(DEFORMABLE_KERNEL_SIZE, dtype=dtype, device=device).repeat(DEFORMABLE_KERNEL_SIZE)
+    # (batch, taps, (dy, dx), H', W') -> (batch, H', W', taps, (dy, dx)): points in (position, tap) order
+    offset = offset.reshape(batch_size, NUM_KERNEL_TAPS, 2, out_height, out_width).permute(0, 3, 4, 1, 2)
+    rows = output_rows[None, :, None, None] + tap_rows + offset[..., 0]  # (batch, H', W', taps) input pixels
+    columns = output_columns[None, None, :, None] + tap_columns + offset[..., 1]  # (batch, H', W', taps)
+    row_low, column_low = torch.floor(rows), torch.floor(columns)
+    row_fraction, column_fraction = rows - row_low, columns - column_low
+    row_low, column_low = row_low.to(torch.int64), column_low.to(torch.int64)
+    image_start = (torch.arange(batch_size, device=device) * (height * width)).reshape(batch_size, 1, 1, 1)
+    # (batch, channels, height, width) -> (batch * height * width, channels): one row of channels per pixel
+    pixels = hidden_states.permute(0, 2, 3, 1).reshape(batch_size * height * width, channels)
+    num_points = batch_size * out_height * out_width * NUM_KERNEL_TAPS
+    sampled = hidden_states.new_zeros(num_points, channels)  # (points, channels), points in (b, y', x', tap) order
+    corners = (
+        (0, 0, (1 - row_fraction) * (1 - column_fraction)),
+        (0, 1, (1 - row_fraction) * column_fraction),
+        (1, 0, row_fraction * (1 - column_fraction)),
+        (1, 1, row_fraction * column_fraction),
+    )
+    for row_step, column_step, corner_weight in corners:
+        corner_rows, corner_columns = row_low + row_step, column_low + column_step
+        valid = (corner_rows >= 0) & (corner_rows <= height - 1) & (corner_columns >= 0)
+        valid = valid & (corner_columns <= width - 1)
+        index = image_start + corner_rows.clamp(0, height - 1) * width + corner_columns.clamp(0, width - 1)
+        scale = (corner_weight * valid.to(dtype)).reshape(num_points, 1)  # (points, 1)
+        sampled = sampled + pixels.index_select(0, index.reshape(num_points)) * scale
+    # modulation: (batch, taps, H', W') -> (points, 1) in the points' order
+    sampled = sampled * mask.permute(0, 2, 3, 1).reshape(num_points, 1)
+    # (points, channels) -> (batch, H' * W', taps * channels); the weight to (out_channels, taps * channels) to match
+    sampled = sampled.reshape(batch_size, out_height * out_width, NUM_KERNEL_TAPS * channels)
+    weight = weight.reshape(out_channels, channels, NUM_KERNEL_TAPS).transpose(1, 2)  # (out, taps, channels)
+    weight = weight.reshape(out_channels, NUM_KERNEL_TAPS * channels)
+    output = torch.matmul(weight, sampled.transpose(1, 2))  # (batch, out_channels, H' * W')
+    output = output + bias[None, :, None]
+    return output.reshape(batch_size, out_channels, out_height, out_width)
+
+
 class GLIPModulatedDeformConv(nn.Module):
     """Modulated deformable 3x3 convolution with bias (official `layers/deform_conv.py::ModulatedDeformConv`).
 
-    Runs `torchvision.ops.deform_conv2d` in float32 whatever the input dtype (the official module is decorated with
-    `custom_fwd(cast_inputs=torch.float32)`). The output is float32 under autocast and the input dtype otherwise.
+    Runs in float32 whatever the input dtype (the official module is decorated with
+    `custom_fwd(cast_inputs=torch.float32)`); the output is float32 under autocast and the input dtype otherwise.
+    `config.deformable_conv_implementation` (read at every call, so official mode can switch a built model) picks
+    [`gather_deform_conv2d`] (`"gather"`, the fast path) or `torchvision.ops.deform_conv2d` (`"torchvision"`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, config: GLIPConfig, in_channels: int, out_channels: int, stride: int):
         super().__init__()
+        self.config = config
         self.in_channels = in_channels
         self.stride = stride
         self.padding = DEFORMABLE_KERNEL_SIZE // 2
@@ -172,15 +253,26 @@ class GLIPModulatedDeformConv(nn.Module):
         device_type = hidden_states.device.type
         autocast_enabled = torch.is_autocast_enabled(device_type)
         with torch.autocast(device_type=device_type, enabled=False):
-            output = deform_conv2d(
-                hidden_states.float(),
-                offset.float(),
-                self.weight.float(),
-                self.bias.float(),
-                stride=self.stride,
-                padding=self.padding,
-                mask=mask.float(),
-            )
+            if self.config.deformable_conv_implementation == "gather":
+                output = gather_deform_conv2d(
+                    hidden_states.float(),
+                    offset.float(),
+                    mask.float(),
+                    self.weight.float(),
+                    self.bias.float(),
+                    stride=self.stride,
+                    padding=self.padding,
+                )
+            else:
+                output = deform_conv2d(
+                    hidden_states.float(),
+                    offset.float(),
+                    self.weight.float(),
+                    self.bias.float(),
+                    stride=self.stride,
+                    padding=self.padding,
+                    mask=mask.float(),
+                )
         return output if autocast_enabled else output.to(input_dtype)
 
 
@@ -193,7 +285,7 @@ class GLIPConvNorm(nn.Module):
         channels = config.fpn_channels
         self.deformable = config.head_use_deformable_conv
         if self.deformable:
-            self.conv = GLIPModulatedDeformConv(channels, channels, stride)
+            self.conv = GLIPModulatedDeformConv(config, channels, channels, stride)
         else:
             self.conv = nn.Conv2d(channels, channels, DEFORMABLE_KERNEL_SIZE, stride=stride, padding=1)
         self.norm = nn.GroupNorm(config.head_group_norm_groups, channels, eps=1e-5)

@@ -457,11 +457,16 @@ def export_glip_to_onnx(
         raise ValueError(f"`output_path` {output_path} is a folder; pass the .onnx file to write.")
 
     was_training, device = model.training, next(model.parameters()).device
+    implementation = model.config.deformable_conv_implementation
     model.eval().to("cpu")
+    # The graph's deformable convs come from torchvision's operator (ONNX `DeformConv`) or from the decomposed
+    # modules, whatever the model's eager implementation (the fast path's `"gather"` would trace to row gathers).
+    model.config.deformable_conv_implementation = "torchvision"
     try:
         exported = _with_decomposed_deform_convs(model) if deformable_conv == "decomposed" else model
         return _export(exported, processor, output_path, labels, opset_version, image_size, deformable_conv)
     finally:
+        model.config.deformable_conv_implementation = implementation
         model.to(device).train(was_training)
 
 

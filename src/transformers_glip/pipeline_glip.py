@@ -126,8 +126,8 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
     - `batch_size`: images per forward; only images of the same padded size share a forward, so the results do not
       depend on it (see [`detect`]).
     - `official_mode` (`bool`, *optional*, defaults to `False`): run the exact official computation (256-token
-      padding, the official fusion order, one chunk per forward) instead of the fast path; same detections up to
-      float rounding (see [`detect`]).
+      padding, the official fusion order, torchvision's deformable convolution, one chunk per forward) instead of
+      the fast path; same detections up to float rounding (see [`detect`]).
     - `max_prompts_per_forward` (`int`, *optional*, defaults to 8): on the fast path, at most this many label chunks
       of one image per forward (bounded memory for large vocabularies; see [`detect`]).
 

@@ -136,8 +136,9 @@ class GLIPProcessor(ProcessorMixin):
     truncated at `max_text_length` tokens; the text padding is masked in the model, so its outputs on the real tokens
     equal those of the official 256-token padding up to float rounding, with fewer tokens to compute.
     `official_mode=True` pads every prompt to `max_text_length`, as the official code (the inputs the parity tests
-    pin; for the model side of official mode set `model.config.fusion_implementation = "official"`, or use
-    `detect(..., official_mode=True)`, which does both). Explicit `padding` / `max_length` arguments win over the
+    pin; for the model side of official mode set `model.config.fusion_implementation = "official"` and
+    `model.config.deformable_conv_implementation = "torchvision"`, or use `detect(..., official_mode=True)`, which
+    does all of it). Explicit `padding` / `max_length` arguments win over the
     fast-path default; with `official_mode=True` they must agree with it.
 
     Args:
