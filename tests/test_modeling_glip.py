@@ -578,14 +578,18 @@ def _loss_and_gradients(model: GLIPForGrounding, inputs, labels):
     return outputs, gradients
 
 
+@pytest.mark.parametrize("deformable_conv", ["gather", "torchvision"])
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("use_reentrant", [False, True])
-def test_gradient_checkpointing_gives_identical_outputs_and_gradients(use_reentrant, attention):
-    model = tiny_model().train()
+def test_gradient_checkpointing_gives_identical_outputs_and_gradients(use_reentrant, attention, deformable_conv):
+    model = tiny_model(deformable_conv_implementation=deformable_conv).train()
     model.set_attn_implementation(attention)
-    # Eager attention is bit-exact under checkpointing. CPU SDPA picks another kernel when gradients are off, which is
-    # how the reentrant checkpoint runs the first forward: its loss may move by an ulp.
-    loss_tolerance = 0.0 if attention == "eager" or not use_reentrant else 1e-6
+    # Eager attention with torchvision's deformable conv is bit-exact under checkpointing. CPU SDPA picks another
+    # kernel when gradients are off, which is how the reentrant checkpoint runs the first forward, and the gathered
+    # deformable conv's first forward differs from a normal one by rounding too (measured: 2.4e-6 on the logits,
+    # 0 on the loss): outputs may move by an ulp there.
+    exact = attention == "eager" and deformable_conv == "torchvision"
+    loss_tolerance = 0.0 if exact or not use_reentrant else 1e-6
     inputs = tiny_inputs()
     labels = tiny_labels()
     expected_outputs, expected_gradients = _loss_and_gradients(model, inputs, labels)
@@ -610,14 +614,18 @@ def test_gradient_checkpointing_gives_identical_outputs_and_gradients(use_reentr
     assert checkpointed_calls.count("GLIPHeadBlock") == 2
     assert checkpointed_calls.count("GLIPSwinBlock") == 5
     torch.testing.assert_close(actual_outputs.loss, expected_outputs.loss, atol=0, rtol=loss_tolerance)
-    torch.testing.assert_close(actual_outputs.logits, expected_outputs.logits, atol=loss_tolerance, rtol=0)
+    torch.testing.assert_close(
+        actual_outputs.logits, expected_outputs.logits, atol=loss_tolerance, rtol=loss_tolerance
+    )
     assert actual_gradients.keys() == expected_gradients.keys()
     for name, gradient in expected_gradients.items():
         torch.testing.assert_close(
             actual_gradients[name],
             gradient,
-            atol=1e-7 + 10 * loss_tolerance,
-            rtol=1e-6 + 10 * loss_tolerance,
+            # The recomputed blocks start from the first forward's rounding: measured up to 1.5e-5 (a DyConv bias)
+            # with the gathered deformable conv, so 50x the output tolerance where the first forward is inexact.
+            atol=1e-7 + 50 * loss_tolerance,
+            rtol=1e-6 + 50 * loss_tolerance,
             msg=name,
         )
 

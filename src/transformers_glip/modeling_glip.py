@@ -139,17 +139,19 @@ def gather_deform_conv2d(
     padding: int,
 ) -> torch.Tensor:
     """Modulated deformable 3x3 convolution (`torchvision.ops.deform_conv2d` with one offset group, dilation 1) as
-    row gathers on a channels-last copy of the map and one matrix product: the fast path's implementation
+    a weighted row gather and one matrix product: the fast path's implementation
     (`config.deformable_conv_implementation = "gather"`).
 
-    The sampling is torchvision's, operation for operation: each of the four integer neighbours of a point adds
-    `bilinear weight * value` when it lies in the map (zero padding), in torchvision's corner order, and the sum is
-    then multiplied by the mask. (torchvision's forward also returns 0 outside `(-1, height) x (-1, width)`; there
-    every neighbour is outside the map or has weight exactly 0, so no separate test is needed, and without one the
-    offset gradient on the border `y = -1` / `x = -1` is torchvision's too.) So the sampled columns are
-    bit-identical to torchvision's and autograd gives its gradients; only the matrix product sums the
-    `9 * channels` terms in another order (float rounding, ~1e-6 relative). Each sampling point gathers whole rows of `channels` contiguous values (instead of one value per
-    channel and point), and the product is one large GEMM, which is what makes it faster on CPU.
+    Every sampling point is a bag of its four integer neighbours, weighted by `bilinear weight * mask` (0 for a
+    neighbour outside the map: zero padding), and `torch.nn.functional.embedding_bag` sums the neighbours' rows of a
+    channels-last copy of the map, `(batch * height * width, channels)`, in one multithreaded kernel; the
+    `(points, 9 * channels)` result times the weight is one large GEMM. torchvision's forward also returns 0 outside
+    `(-1, height) x (-1, width)`; there every neighbour is outside the map or has weight exactly 0, so no separate
+    test is needed, and without one autograd gives torchvision's one-sided offset gradients on the border too. The
+    result is torchvision's up to float rounding: the mask multiplies each weight instead of the sum, and the
+    product sums the `9 * channels` terms in another order (~1e-6 relative in float32; float64 outputs and
+    gradients agree to ~1e-13, `tests/test_modeling_glip.py`). About 0.5x torchvision's CPU kernel on GLIP-T's
+    800x1333 maps (see the README's speed section).
 
     Args:
         hidden_states: `(batch, channels, height, width)`.
@@ -166,11 +168,10 @@ def gather_deform_conv2d(
     dtype, device = hidden_states.dtype, hidden_states.device
     output_rows = torch.arange(out_height, dtype=dtype, device=device) * stride - padding  # (out_height,)
     output_columns = torch.arange(out_width, dtype=dtype, device=device) * stride - padding  # (out_width,)
-    tap_rows = torch.arange(DEFORMABLE_KERNEL_SIZE, dtype=dtype, device=device).repeat_interleave(
-        DEFORMABLE_KERNEL_SIZE
-    )  # (taps,)
-    tap_columns = torch.arange(DEFORMABLE_KERNEL_SIZE, dtype=dtype, device=device).repeat(DEFORMABLE_KERNEL_SIZE)
-    # (batch, taps, (dy, dx), H', W') -> (batch, H', W', taps, (dy, dx)): points in (position, tap) order
+    kernel_offsets = torch.arange(DEFORMABLE_KERNEL_SIZE, dtype=dtype, device=device)
+    tap_rows = kernel_offsets.repeat_interleave(DEFORMABLE_KERNEL_SIZE)  # (taps,) 0 0 0 1 1 1 2 2 2
+    tap_columns = kernel_offsets.repeat(DEFORMABLE_KERNEL_SIZE)  # (taps,) 0 1 2 0 1 2 0 1 2
+    # (batch, taps, (dy, dx), H', W') -> (batch, H', W', taps, (dy, dx)): points in (b, y', x', tap) order
     offset = offset.reshape(batch_size, NUM_KERNEL_TAPS, 2, out_height, out_width).permute(0, 3, 4, 1, 2)
     rows = output_rows[None, :, None, None] + tap_rows + offset[..., 0]  # (batch, H', W', taps) input pixels
     columns = output_columns[None, None, :, None] + tap_columns + offset[..., 1]  # (batch, H', W', taps)
@@ -178,25 +179,26 @@ def gather_deform_conv2d(
     row_fraction, column_fraction = rows - row_low, columns - column_low
     row_low, column_low = row_low.to(torch.int64), column_low.to(torch.int64)
     image_start = (torch.arange(batch_size, device=device) * (height * width)).reshape(batch_size, 1, 1, 1)
-    # (batch, channels, height, width) -> (batch * height * width, channels): one row of channels per pixel
-    pixels = hidden_states.permute(0, 2, 3, 1).reshape(batch_size * height * width, channels)
-    num_points = batch_size * out_height * out_width * NUM_KERNEL_TAPS
-    sampled = hidden_states.new_zeros(num_points, channels)  # (points, channels), points in (b, y', x', tap) order
+    mask = mask.permute(0, 2, 3, 1)  # (batch, taps, H', W') -> (batch, H', W', taps)
     corners = (
         (0, 0, (1 - row_fraction) * (1 - column_fraction)),
         (0, 1, (1 - row_fraction) * column_fraction),
         (1, 0, row_fraction * (1 - column_fraction)),
         (1, 1, row_fraction * column_fraction),
-    )
+    )  # torchvision's corner order
+    indices, weights = [], []
     for row_step, column_step, corner_weight in corners:
         corner_rows, corner_columns = row_low + row_step, column_low + column_step
         valid = (corner_rows >= 0) & (corner_rows <= height - 1) & (corner_columns >= 0)
         valid = valid & (corner_columns <= width - 1)
-        index = image_start + corner_rows.clamp(0, height - 1) * width + corner_columns.clamp(0, width - 1)
-        scale = (corner_weight * valid.to(dtype)).reshape(num_points, 1)  # (points, 1)
-        sampled = sampled + pixels.index_select(0, index.reshape(num_points)) * scale
-    # modulation: (batch, taps, H', W') -> (points, 1) in the points' order
-    sampled = sampled * mask.permute(0, 2, 3, 1).reshape(num_points, 1)
+        indices.append(image_start + corner_rows.clamp(0, height - 1) * width + corner_columns.clamp(0, width - 1))
+        weights.append(corner_weight * valid.to(dtype) * mask)
+    num_points = batch_size * out_height * out_width * NUM_KERNEL_TAPS
+    indices = torch.stack(indices, dim=-1).reshape(num_points, 4)  # (batch, H', W', taps, 4) -> (points, corners)
+    weights = torch.stack(weights, dim=-1).reshape(num_points, 4)  # (points, corners)
+    # (batch, channels, height, width) -> (batch * height * width, channels): one row of channels per pixel
+    pixels = hidden_states.permute(0, 2, 3, 1).reshape(batch_size * height * width, channels)
+    sampled = F.embedding_bag(indices, pixels, per_sample_weights=weights, mode="sum")  # (points, channels)
     # (points, channels) -> (batch, H' * W', taps * channels); the weight to (out_channels, taps * channels) to match
     sampled = sampled.reshape(batch_size, out_height * out_width, NUM_KERNEL_TAPS * channels)
     weight = weight.reshape(out_channels, channels, NUM_KERNEL_TAPS).transpose(1, 2)  # (out, taps, channels)
