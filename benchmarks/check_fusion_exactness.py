@@ -1,4 +1,5 @@
-"""How exact the factorised fusion is: max |logit difference| to official mode on every fixture and at full size.
+"""How exact the fast path is (factorised fusion + gathered deformable conv): max |logit difference| to official mode
+on every fixture and at full size.
 
 * every official reference fixture (`tests/fixtures/*` and the shared reference folder) with its caption inputs:
   factorised vs official mode, and each against the official code's recorded logits;
@@ -31,8 +32,12 @@ def _logits_in_both_modes(model, model_inputs: dict) -> dict:
     import torch
 
     logits = {}
+    # "official": official mode's model side (official fusion order, torchvision's deformable conv); "factorised":
+    # the fast path's (factorised fusion, gathered deformable conv).
+    deformable = {"official": "torchvision", "factorised": "gather"}
     for implementation in ("official", "factorised"):
         model.config.fusion_implementation = implementation
+        model.config.deformable_conv_implementation = deformable[implementation]
         with torch.inference_mode():
             logits[implementation] = model(**model_inputs).logits  # (batch, anchors, seq_len)
     return logits
@@ -124,7 +129,7 @@ def _full_size_figures(height: int, width: int) -> dict:
     trimmed = {**padded, "input_ids": padded["input_ids"][:, :length]}  # (1, length)
     trimmed["attention_mask"] = padded["attention_mask"][:, :length]  # (1, length)
     logits = _logits_in_both_modes(model, padded)
-    model.config.fusion_implementation = "factorised"
+    model.config.fusion_implementation, model.config.deformable_conv_implementation = "factorised", "gather"
     with torch.inference_mode():
         fast_logits = model(**trimmed).logits  # (1, anchors, length)
     return {
