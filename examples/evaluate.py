@@ -35,6 +35,7 @@ from transformers_glip.evaluation.suite import (
     suite_summary,
     write_evaluation_report,
 )
+from transformers_glip.launch_glip import check_distributed_launch
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -99,6 +100,7 @@ def datasets_to_evaluate(arguments):
 def main(argv=None) -> dict | None:
     arguments = parse_arguments(argv)
     accelerator = Accelerator(cpu=arguments.cpu)
+    check_distributed_launch(accelerator.num_processes, accelerator.distributed_type)
     try:
         datasets = datasets_to_evaluate(arguments)
         model, processor = load_model(arguments, accelerator.device)

@@ -45,6 +45,7 @@ from transformers_glip.finetuning_glip import (
     sample_few_shot_coco,
     tuning_parameter_groups,
 )
+from transformers_glip.launch_glip import check_distributed_launch
 from transformers_glip.model_card_glip import evaluation_summary_from_training, publish_folder
 from transformers_glip.processing_glip import GLIPProcessor
 
@@ -135,6 +136,7 @@ def push_output_to_hub(args, summary: dict) -> None:
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    check_distributed_launch(accelerator.num_processes, accelerator.distributed_type)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(args.seed)
     train_file = args.train_annotation_file

@@ -81,6 +81,7 @@ from transformers_glip.data import (
 from transformers_glip.data.pseudo_labeling import pseudo_label_output_source
 from transformers_glip.evaluation.coco import evaluate_coco
 from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.launch_glip import check_distributed_launch
 from transformers_glip.model_card_glip import evaluation_summary_from_training, publish_folder
 from transformers_glip.pretrained_towers_glip import load_pretrained_swin, load_pretrained_text_model
 from transformers_glip.processing_glip import GLIPProcessor
@@ -713,6 +714,7 @@ def train(args):
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    check_distributed_launch(accelerator.num_processes, accelerator.distributed_type)
     set_seed(args.seed)
     start_time = time.time()
     checkpoint = resolve_resume(args)  # fails early when --resume finds no checkpoint ...

@@ -36,6 +36,7 @@ from transformers_glip.data.pseudo_labeling import (
 )
 from transformers_glip.data.streaming import image_caption_source
 from transformers_glip.image_processing_glip import GLIPImageProcessor
+from transformers_glip.launch_glip import check_distributed_launch
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     accelerator = Accelerator(cpu=args.cpu)
+    check_distributed_launch(accelerator.num_processes, accelerator.distributed_type)
     filters = PseudoLabelFilters(
         score_threshold=args.score_threshold,
         nms_threshold=args.nms_threshold,
