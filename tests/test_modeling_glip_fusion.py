@@ -228,3 +228,25 @@ def test_lvis_benchmark_quick_prints_its_json():
     assert summary["num_reference"] == 300  # 3 chunks of the official top 100, concatenated
     assert summary["forwards"] == {"official_mode": 3, "fast_path": 1}
     assert summary["lvis_speedup"] > 0
+
+
+@pytest.mark.parametrize("official_mode", [False, True], ids=["fast_path", "official_mode"])
+def test_profile_script_splits_the_call_by_part(official_mode):
+    command = [sys.executable, str(REPOSITORY / "benchmarks" / "profile_glip.py"), "--height", "64", "--width", "96"]
+    command += ["--labels", "3", "--threads", "1", "--top", "400", "--json"]
+    completed = subprocess.run(
+        command + (["--official-mode"] if official_mode else []), capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    parts = dict(summary["parts_s"])
+    deformable = parts.pop("head: DyConv: deformable convs")  # a part of DyConv, not a part of its own
+    assert 0 < deformable <= parts["head: DyConv"]
+    # The parts cover the call (the forward's anchors and box decoding are the only time outside them).
+    assert 0.8 * summary["total_s"] <= sum(parts.values()) <= 1.01 * summary["total_s"]
+    operators = {operator["name"] for operator in summary["operators"]}
+    # The deformable convs run torchvision's kernel in official mode and the gathered formulation on the fast path.
+    assert ("torchvision::deform_conv2d" in operators) is official_mode
+    assert (
+        "aten::embedding_bag" in operators or "aten::_embedding_bag_forward_only" in operators
+    ) is not official_mode
