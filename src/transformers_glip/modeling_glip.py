@@ -48,6 +48,7 @@ __all__ = [
     "GLIPScale",
     "hard_sigmoid",
     "reinterpret_offsets_for_output",
+    "deformable_sampling_points",
     "gather_deform_conv2d",
 ]
 
@@ -129,6 +130,31 @@ class GLIPScale(nn.Module):
         return tensor * self.scale
 
 
+def deformable_sampling_points(
+    offset: torch.Tensor, stride: int, padding: int, kernel_height: int = 3, kernel_width: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a deformable convolution samples its input, in input pixels, as torchvision computes it:
+    `(output_y * stride - padding + tap_y) + dy` (and the same for x).
+
+    Args:
+        offset: `(batch, 2 * kernel_height * kernel_width, out_height, out_width)`, `(dy, dx)` interleaved per tap.
+
+    Returns:
+        `rows, columns`, each `(batch, taps, out_height, out_width)`.
+    """
+    batch_size, _, out_height, out_width = offset.shape
+    dtype, device = offset.dtype, offset.device
+    output_rows = torch.arange(out_height, dtype=dtype, device=device) * stride - padding  # (out_height,)
+    output_columns = torch.arange(out_width, dtype=dtype, device=device) * stride - padding  # (out_width,)
+    tap_rows = torch.arange(kernel_height, dtype=dtype, device=device).repeat_interleave(kernel_width)  # (taps,)
+    tap_columns = torch.arange(kernel_width, dtype=dtype, device=device).repeat(kernel_height)  # (taps,)
+    num_taps = kernel_height * kernel_width
+    offset = offset.reshape(batch_size, num_taps, 2, out_height, out_width)  # (batch, taps, (dy, dx), H', W')
+    rows = output_rows[None, None, :, None] + tap_rows[None, :, None, None] + offset[:, :, 0]
+    columns = output_columns[None, None, None, :] + tap_columns[None, :, None, None] + offset[:, :, 1]
+    return rows, columns
+
+
 def gather_deform_conv2d(
     hidden_states: torch.Tensor,
     offset: torch.Tensor,
@@ -166,15 +192,9 @@ def gather_deform_conv2d(
     out_channels = weight.shape[0]
     out_height, out_width = offset.shape[-2:]
     dtype, device = hidden_states.dtype, hidden_states.device
-    output_rows = torch.arange(out_height, dtype=dtype, device=device) * stride - padding  # (out_height,)
-    output_columns = torch.arange(out_width, dtype=dtype, device=device) * stride - padding  # (out_width,)
-    kernel_offsets = torch.arange(DEFORMABLE_KERNEL_SIZE, dtype=dtype, device=device)
-    tap_rows = kernel_offsets.repeat_interleave(DEFORMABLE_KERNEL_SIZE)  # (taps,) 0 0 0 1 1 1 2 2 2
-    tap_columns = kernel_offsets.repeat(DEFORMABLE_KERNEL_SIZE)  # (taps,) 0 1 2 0 1 2 0 1 2
-    # (batch, taps, (dy, dx), H', W') -> (batch, H', W', taps, (dy, dx)): points in (b, y', x', tap) order
-    offset = offset.reshape(batch_size, NUM_KERNEL_TAPS, 2, out_height, out_width).permute(0, 3, 4, 1, 2)
-    rows = output_rows[None, :, None, None] + tap_rows + offset[..., 0]  # (batch, H', W', taps) input pixels
-    columns = output_columns[None, None, :, None] + tap_columns + offset[..., 1]  # (batch, H', W', taps)
+    rows, columns = deformable_sampling_points(offset, stride, padding)  # (batch, taps, H', W') each
+    # (batch, taps, H', W') -> (batch, H', W', taps): points in (b, y', x', tap) order
+    rows, columns = rows.permute(0, 2, 3, 1), columns.permute(0, 2, 3, 1)
     row_low, column_low = torch.floor(rows), torch.floor(columns)
     row_fraction, column_fraction = rows - row_low, columns - column_low
     row_low, column_low = row_low.to(torch.int64), column_low.to(torch.int64)

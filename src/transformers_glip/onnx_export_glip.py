@@ -64,7 +64,7 @@ import torch
 from torch import nn
 
 from .box_geometry_glip import generate_anchors, padded_size
-from .modeling_glip import GLIPConvNorm, GLIPForGrounding, GLIPModulatedDeformConv
+from .modeling_glip import GLIPConvNorm, GLIPForGrounding, GLIPModulatedDeformConv, deformable_sampling_points
 from .postprocessing_glip import (
     DEFAULT_SCORE_THRESHOLD,
     check_score_threshold,
@@ -220,14 +220,8 @@ def decomposed_deform_conv2d(
     out_height, out_width = offset.shape[-2:]
     num_taps = kernel_height * kernel_width
     dtype, device = hidden_states.dtype, hidden_states.device
-    output_rows = torch.arange(out_height, dtype=dtype, device=device) * stride - padding  # (out_height,)
-    output_columns = torch.arange(out_width, dtype=dtype, device=device) * stride - padding  # (out_width,)
-    tap_rows = torch.arange(kernel_height, dtype=dtype, device=device).repeat_interleave(kernel_width)  # (taps,)
-    tap_columns = torch.arange(kernel_width, dtype=dtype, device=device).repeat(kernel_height)  # (taps,)
-    offset = offset.reshape(batch_size, num_taps, 2, out_height, out_width)  # (batch, taps, (dy, dx), H', W')
     # (batch, taps, out_height, out_width) sampling points in input pixels
-    rows = output_rows[None, None, :, None] + tap_rows[None, :, None, None] + offset[:, :, 0]
-    columns = output_columns[None, None, None, :] + tap_columns[None, :, None, None] + offset[:, :, 1]
+    rows, columns = deformable_sampling_points(offset, stride, padding, kernel_height, kernel_width)
     inside = (rows > -1) & (rows < height) & (columns > -1) & (columns < width)
     row_low, column_low = torch.floor(rows), torch.floor(columns)
     row_fraction, column_fraction = rows - row_low, columns - column_low
