@@ -9,7 +9,7 @@ per configuration:
 
 * `official_mode`: `detect(..., official_mode=True)`: every chunk padded to 256 tokens, the fusion in the official
   operation order, one chunk per forward, one after another (the official chunked evaluation);
-* `fast_path`: `detect`'s default: the chunks batched through the model, at most `--max-prompts-per-forward` (8) per
+* `fast_path`: `detect`'s default: the chunks batched through the model, at most `--max-prompts-per-forward` (4) per
   forward (bounded memory), each forward cut to its longest prompt, the factorised fusion.
 
 GLIP-T with random weights (the same in every process: seed 0), `threshold=None` (each chunk keeps the official top
@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warmup", action="store_true", help="one untimed call before the timed ones")
-    parser.add_argument("--max-prompts-per-forward", type=int, default=8, help="the fast path's memory bound")
+    parser.add_argument(
+        "--max-prompts-per-forward", type=int, default=4, help="the fast path's memory bound (detect's default)"
+    )
     parser.add_argument("--quick", action="store_true", help="160x256 image, 120 names, 1 run")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--worker", choices=CONFIGURATIONS, help=argparse.SUPPRESS)

@@ -25,7 +25,7 @@ model config's values. It adds what the official code leaves to the user:
   forward (`trim_text_padding=True`). The results equal the padded run up to float rounding (~1e-6); GLIP-T with a
   10-label prompt at 800x1333 runs about 25% faster on CPU (fewer text tokens in BERT, the fusion and the head).
 - **Bounded memory for large vocabularies.** The chunks of one image run in forwards of at most
-  `max_prompts_per_forward` prompts (8 by default; the head's activations grow with the prompts of a forward, the
+  `max_prompts_per_forward` prompts (4 by default; the head's activations grow with the prompts of a forward, the
   vision backbone is recomputed per forward, a small part of the cost). The results do not depend on it (up to float
   rounding of batched kernels).
 
@@ -68,10 +68,11 @@ __all__ = [
     "validate_detection_arguments",
 ]
 
-# Prompts (label chunks of one image) per forward on the fast path: the head's activations grow with them (issue 12,
-# GLIP-T at 480x800, 123-token prompts, official fusion: 5.4 GB peak at 8 prompts per forward, 15.2 GiB at 31), while
-# batching more than a few prompts gains little time (there: 6.4 s per prompt at 1, 5.9 s at 8, 8.4 s at 31).
-DEFAULT_MAX_PROMPTS_PER_FORWARD = 8
+# Prompts (label chunks of one image) per forward on the fast path: the head's activations grow with them, while
+# batching more than a few prompts gains nothing. Measured (GLIP-T, 1203 names = 31 chunks of 121 tokens, 480x800,
+# 2 threads, `benchmarks/benchmark_glip_lvis.py --worker fast_path`): 66.7 s / 3006 MiB peak at 4 per forward,
+# 70.0 s / 3329 MiB at 6, 72.8 s / 3846 MiB at 8 (with the official fusion, before factorising: 15.2 GiB at 31).
+DEFAULT_MAX_PROMPTS_PER_FORWARD = 4
 
 
 def _is_single_image(image: Any) -> bool:
@@ -296,7 +297,7 @@ def detect(
             parity tests pin): prompts padded to `processor.max_length`, the fusion in the official operation order
             for this call, and each chunk in a forward of its own (`max_prompts_per_forward` is then 1). `False` is
             the fast path. Both give the same detections up to float rounding.
-        max_prompts_per_forward (`int`, *optional*, defaults to 8): on the fast path, at most this many chunk
+        max_prompts_per_forward (`int`, *optional*, defaults to 4): on the fast path, at most this many chunk
             prompts of one image per forward, which bounds the memory of large vocabularies (the image is encoded
             again for each forward); `None` runs all chunks of an image in one forward. Results do not depend on it
             (up to float rounding of batched kernels). Images with a single prompt are batched by `batch_size`.

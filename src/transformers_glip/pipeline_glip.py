@@ -128,7 +128,7 @@ class GLIPZeroShotObjectDetectionPipeline(ZeroShotObjectDetectionPipeline):
     - `official_mode` (`bool`, *optional*, defaults to `False`): run the exact official computation (256-token
       padding, the official fusion order, torchvision's deformable convolution, one chunk per forward) instead of
       the fast path; same detections up to float rounding (see [`detect`]).
-    - `max_prompts_per_forward` (`int`, *optional*, defaults to 8): on the fast path, at most this many label chunks
+    - `max_prompts_per_forward` (`int`, *optional*, defaults to 4): on the fast path, at most this many label chunks
       of one image per forward (bounded memory for large vocabularies; see [`detect`]).
 
     A string `candidate_labels` is split on `","` and, unlike the stock pipeline, each piece is stripped.
