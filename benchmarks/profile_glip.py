@@ -22,17 +22,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from benchmark_glip_latency import COCO_NAMES  # the same 80 labels as the latency benchmark (this folder)
+
 __all__ = ["main"]
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "examples" / "assets" / "bert-base-uncased-tokenizer"
-COCO_NAMES_FIRST_80 = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter "
-    "bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee "
-    "skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass "
-    "cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake chair couch "
-    "potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven toaster sink "
-    "refrigerator book clock vase scissors teddy_bear hair_drier toothbrush"
-).split()
 
 
 class PartTimer:
@@ -110,8 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top", type=int, default=12, help="operators in the operator table")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
-    if not 1 <= args.labels <= len(COCO_NAMES_FIRST_80):
-        parser.error(f"--labels must be between 1 and {len(COCO_NAMES_FIRST_80)}, got {args.labels}")
+    if not 1 <= args.labels <= len(COCO_NAMES):
+        parser.error(f"--labels must be between 1 and {len(COCO_NAMES)}, got {args.labels}")
     if args.height < 32 or args.width < 32:
         parser.error(f"--height and --width must be >= 32, got {args.height}x{args.width}")
 
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     model, processor, image, timer = build(args)
-    labels = COCO_NAMES_FIRST_80[: args.labels]
+    labels = COCO_NAMES[: args.labels]
 
     def call():
         return detect(model, processor, image, labels, threshold=None, official_mode=args.official_mode)

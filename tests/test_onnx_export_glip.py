@@ -323,8 +323,9 @@ def test_export_leaves_the_model_unchanged(tiny_deformable, tmp_path):
     model, processor = tiny_deformable
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     model.train()
+    assert model.config.deformable_conv_implementation == "gather"  # the fast path; the graph traces torchvision's
     export_glip_to_onnx(model, processor, tmp_path / "graph.onnx", labels=LABELS)
-    assert model.training
+    assert model.training and model.config.deformable_conv_implementation == "gather"  # restored
     model.eval()
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
 

@@ -122,7 +122,7 @@ def compare(reference: list[dict], candidate: list[dict], count: int) -> dict:
     }
 
 
-def default_image(folder: Path, work: Path) -> str:
+def default_image(work: Path) -> str:
     """A held-out picture of the demo world (generated here, so the check needs no file of its own)."""
     from transformers_glip.data.synthetic_shapes import SyntheticShapesConfig, generate_synthetic_shapes
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="glip-fresh-venv-") as temporary:
         work = Path(args.keep).resolve() if args.keep else Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        image = str(Path(args.image).resolve()) if args.image else default_image(folder, work)
+        image = str(Path(args.image).resolve()) if args.image else default_image(work)
         environment_dir = work / "venv"
         python = environment_dir / "bin" / "python"
         environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
